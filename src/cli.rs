@@ -1,0 +1,237 @@
+//! Command-line flags (Prometheus style) and the four ways to run: the daemon, `--once`,
+//! `--config.check` and `--demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::logging::{self, LogFormat, LogLevel};
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+use crate::server::{self, Reload, Web};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "balance_exporter",
+    version = crate::VERSION_LONG,
+    about = "Prometheus exporter of prepaid balances at payment and messaging providers",
+    long_about = "Polls the balance APIs of EngageLab, PayBy, UQPay and Onerway accounts in the \
+                  background and exposes balances and provider errors on /metrics."
+)]
+pub struct Args {
+    /// Configuration file (.yml/.yaml read as YAML, .toml as TOML).
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "balance_exporter.yml"
+    )]
+    pub config_file: PathBuf,
+
+    /// Load and validate the configuration (secrets, keys, URLs), print every problem, and
+    /// exit 0 if it is valid, 1 if not. Polls nothing.
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+
+    /// Address to listen on: host:port, or :port for every interface.
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value_t = format!(":{}", server::DEFAULT_PORT))]
+    pub listen_address: String,
+
+    /// Path under which to expose metrics.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
+    pub telemetry_path: String,
+
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+
+    /// Poll every account once, print the metrics to stdout, and exit 0 if every account
+    /// succeeded, 1 otherwise.
+    #[arg(long, conflicts_with = "config_check")]
+    pub once: bool,
+
+    /// Run against the built-in provider simulator: no configuration or credentials needed.
+    #[arg(long, conflicts_with_all = ["once", "config_check"])]
+    pub demo: bool,
+}
+
+pub async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = logging::init(args.log_level, args.log_format) {
+        eprintln!("cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    if !args.telemetry_path.starts_with('/') {
+        eprintln!("--web.telemetry-path must start with /");
+        return ExitCode::FAILURE;
+    }
+    if args.demo {
+        return demo(&args).await;
+    }
+    let config = match config::load(&args.config_file) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!(
+                "{}: invalid configuration:\n{errors}",
+                args.config_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.config_check {
+        println!(
+            "{}: configuration is valid ({} accounts)",
+            args.config_file.display(),
+            config.accounts.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.once {
+        return once(&config).await;
+    }
+    let path = args.config_file.clone();
+    let reload_path = path.clone();
+    let reload = move |scheduler: &Scheduler| -> Result<(), String> {
+        let result = config::load(&reload_path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                scheduler.apply(&config).map_err(|e| e.to_string())?;
+                Ok(config.accounts.len())
+            });
+        match &result {
+            Ok(accounts) => {
+                tracing::info!(file = %reload_path.display(), accounts, "configuration reloaded")
+            }
+            Err(e) => tracing::error!(
+                file = %reload_path.display(),
+                error = %e,
+                "reload failed; the running configuration stays"
+            ),
+        }
+        result.map(|_| ())
+    };
+    tracing::info!(file = %path.display(), accounts = config.accounts.len(), "configuration loaded");
+    run(&args, &config, Some(Arc::new(reload))).await
+}
+
+async fn once(config: &Config) -> ExitCode {
+    let scheduler = Scheduler::new(Metrics::new(), Clock::system());
+    match scheduler.poll_once(config).await {
+        Ok(all_ok) => {
+            print!("{}", String::from_utf8_lossy(&scheduler.metrics().body()));
+            if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot start the HTTP client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(args: &Args) -> ExitCode {
+    let demo = match crate::demo::start().await {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        accounts = demo.config.accounts.len(),
+        "demo: simulated providers started on loopback"
+    );
+    run(args, &demo.config, None).await
+}
+
+type ReloadWith = Arc<dyn Fn(&Scheduler) -> Result<(), String> + Send + Sync>;
+
+/// The daemon: pollers, web server, signals.
+async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCode {
+    let listener = match server::bind(&args.listen_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.listen_address);
+            return ExitCode::FAILURE;
+        }
+    };
+    let scheduler = Scheduler::new(Metrics::new(), Clock::system());
+    if let Err(e) = scheduler.apply(config) {
+        eprintln!("cannot start the HTTP client: {e}");
+        return ExitCode::FAILURE;
+    }
+    let reload: Option<Reload> = reload.map(|reload| {
+        let scheduler = scheduler.clone();
+        Arc::new(move || reload(&scheduler)) as Reload
+    });
+    let web = Arc::new(Web {
+        scheduler: scheduler.clone(),
+        telemetry_path: args.telemetry_path.clone(),
+        reload: reload.clone(),
+    });
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("cannot read the listen address: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        address = %addr,
+        version = crate::VERSION,
+        revision = crate::REVISION,
+        "listening"
+    );
+    if args.demo {
+        tracing::info!(url = %server::browsable_url(addr), "demo running: open the status page");
+    }
+    if let Some(reload) = reload {
+        tokio::spawn(reload_on_sighup(reload));
+    }
+    crate::serve::accept_loop(listener, server::handler(web), shutdown_signal()).await;
+    scheduler.stop();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn reload_on_sighup(reload: Reload) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let reload = reload.clone();
+            // The outcome is logged by the reload itself.
+            let _ = tokio::task::spawn_blocking(move || reload()).await;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,402 @@
+//! Reading one YAML/TOML mapping key by key, collecting every problem with its path.
+//!
+//! serde stops at the first error; `--config.check` must print all of them. So each section is
+//! taken apart here: every key is deserialized on its own, problems are recorded as
+//! `accounts[2].dev_key: ...`, and whatever key nobody asked for is reported as unknown.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::value::{Dict, Value};
+use serde::de::DeserializeOwned;
+
+use crate::secret::Secret;
+
+/// One problem in the configuration, located by its path (`accounts[2].private_key_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration; displayed one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where problems are collected and relative secret files are resolved.
+pub struct Problems {
+    errors: Vec<ConfigError>,
+    base_dir: PathBuf,
+}
+
+impl Problems {
+    pub fn new(base_dir: &Path) -> Self {
+        Problems {
+            errors: Vec::new(),
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    pub fn push(&mut self, path: impl Into<String>, message: impl fmt::Display) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.to_string(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// A secret as loaded, with the path of the key it came from (`x`, `x_file` or `x_env`) so that
+/// a later check of its content (a PEM key, say) can name that key.
+pub struct LoadedSecret {
+    pub value: Secret,
+    pub path: String,
+}
+
+/// One mapping of the configuration, consumed key by key.
+pub struct Fields<'p> {
+    path: String,
+    dict: Dict,
+    asked: Vec<String>,
+    secrets: Vec<Secret>,
+    problems: &'p mut Problems,
+}
+
+impl<'p> Fields<'p> {
+    /// `value` must be a mapping; if not, the problem is recorded and an empty one is used.
+    pub fn new(path: impl Into<String>, value: Value, problems: &'p mut Problems) -> Self {
+        let path = path.into();
+        let dict = match value {
+            Value::Dict(_, dict) => dict,
+            Value::Empty(..) => Dict::new(),
+            other => {
+                problems.push(
+                    &path,
+                    format!("expected a mapping, found {}", describe(&other)),
+                );
+                Dict::new()
+            }
+        };
+        Fields {
+            path,
+            dict,
+            asked: Vec::new(),
+            secrets: Vec::new(),
+            problems,
+        }
+    }
+
+    /// The full path of `key` in this mapping, for error messages.
+    pub fn path_of(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub fn error(&mut self, key: &str, message: impl fmt::Display) {
+        let path = self.path_of(key);
+        self.problems.push(path, message);
+    }
+
+    /// Records a problem at a path that is not a key of this mapping (a secret's source key).
+    pub fn error_at(&mut self, path: &str, message: impl fmt::Display) {
+        self.problems.push(path, message);
+    }
+
+    fn take_raw(&mut self, key: &str) -> Option<Value> {
+        self.asked.push(key.to_owned());
+        match self.dict.remove(key) {
+            // `key:` with nothing after it in YAML reads as absent.
+            Some(Value::Empty(..)) | None => None,
+            Some(value) => Some(value),
+        }
+    }
+
+    /// The value of `key`, if present and valid; an invalid value is recorded as a problem.
+    pub fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let value = self.take_raw(key)?;
+        self.decode(key, &value)
+    }
+
+    /// Like [`Fields::optional`], recording a problem when the key is absent.
+    pub fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if !self.dict.contains_key(key) || matches!(self.dict.get(key), Some(Value::Empty(..))) {
+            self.take_raw(key);
+            self.error(key, "required but missing");
+            return None;
+        }
+        self.optional(key)
+    }
+
+    /// A non-empty string without surrounding whitespace.
+    pub fn required_string(&mut self, key: &str) -> Option<String> {
+        let value: String = self.required(key)?;
+        if value.trim().is_empty() || value.trim() != value {
+            self.error(
+                key,
+                "must be a non-empty string without surrounding whitespace",
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    /// A duration written like `30s`, `5m`, `1h` or `1h30m`.
+    pub fn duration(&mut self, key: &str) -> Option<Duration> {
+        let text: String = self.optional(key)?;
+        match humantime::parse_duration(&text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.error(key, "must be longer than zero");
+                None
+            }
+            Err(_) => {
+                self.error(
+                    key,
+                    format!("expected a duration like 30s, 5m or 1h, found {text:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `base_url`: an http(s) URL without query or fragment; `default` when absent (a
+    /// problem when there is no default).
+    pub fn base_url(&mut self, default: Option<&str>) -> Option<reqwest::Url> {
+        const KEY: &str = "base_url";
+        let text = match (self.optional::<String>(KEY), default) {
+            (Some(text), _) => text,
+            (None, Some(default)) => default.to_owned(),
+            (None, None) => {
+                self.error(KEY, "required but missing");
+                return None;
+            }
+        };
+        let problem = match reqwest::Url::parse(&text) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => {
+                format!("{text:?} is not an http(s) URL")
+            }
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                format!("{text:?} must not have a query or fragment")
+            }
+            Ok(url) => return Some(url),
+            Err(e) => format!("{text:?} is not a valid URL: {e}"),
+        };
+        self.error(KEY, problem);
+        None
+    }
+
+    /// A nested mapping, handed to `read` as its own [`Fields`] (unknown keys reported too).
+    pub fn section<T>(&mut self, key: &str, read: impl FnOnce(&mut Fields<'_>) -> T) -> T {
+        let value = self.take_raw(key).unwrap_or(Value::Empty(
+            figment::value::Tag::Default,
+            figment::value::Empty::None,
+        ));
+        let path = self.path_of(key);
+        let mut fields = Fields::new(path, value, self.problems);
+        let out = read(&mut fields);
+        fields.finish();
+        out
+    }
+
+    /// A sequence under `key`; each item is handed to `read` with its path (`key[i]`).
+    pub fn list<T>(
+        &mut self,
+        key: &str,
+        mut read: impl FnMut(String, Value, &mut Problems) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let value = self.take_raw(key)?;
+        let path = self.path_of(key);
+        match value {
+            Value::Array(_, items) => Some(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| read(format!("{path}[{i}]"), item, self.problems))
+                    .collect(),
+            ),
+            other => {
+                self.problems
+                    .push(path, format!("expected a list, found {}", describe(&other)));
+                None
+            }
+        }
+    }
+
+    /// A secret given as exactly one of `key` (inline), `key_file` (file contents, trailing
+    /// newline trimmed) or `key_env` (name of an environment variable).
+    pub fn secret(&mut self, key: &str) -> Option<LoadedSecret> {
+        let file_key = format!("{key}_file");
+        let env_key = format!("{key}_env");
+        let inline = self.take_raw(key);
+        let file = self.take_raw(&file_key);
+        let env = self.take_raw(&env_key);
+        let given = [inline.is_some(), file.is_some(), env.is_some()];
+        let choices = format!("{key}, {file_key} or {env_key}");
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                self.error(key, format!("required but missing: give one of {choices}"));
+                return None;
+            }
+            1 => {}
+            _ => {
+                self.error(key, format!("give only one of {choices}"));
+                return None;
+            }
+        }
+        let (source_key, loaded) = if let Some(value) = inline {
+            (key.to_owned(), self.decode::<String>(key, &value))
+        } else if let Some(value) = file {
+            let loaded = self
+                .decode::<String>(&file_key, &value)
+                .and_then(|path| self.read_secret_file(&file_key, &path));
+            (file_key, loaded)
+        } else if let Some(value) = env {
+            let loaded = self
+                .decode::<String>(&env_key, &value)
+                .and_then(|name| self.read_secret_env(&env_key, &name));
+            (env_key, loaded)
+        } else {
+            return None;
+        };
+        let value = loaded?;
+        if value.is_empty() {
+            self.error(&source_key, "the secret is empty");
+            return None;
+        }
+        let secret = Secret::new(value);
+        self.secrets.push(secret.clone());
+        Some(LoadedSecret {
+            value: secret,
+            path: self.path_of(&source_key),
+        })
+    }
+
+    fn read_secret_file(&mut self, key: &str, path: &str) -> Option<String> {
+        let full = self.problems.base_dir.join(path);
+        match std::fs::read(&full) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(mut text) => {
+                    if text.ends_with('\n') {
+                        text.pop();
+                        if text.ends_with('\r') {
+                            text.pop();
+                        }
+                    }
+                    Some(text)
+                }
+                Err(_) => {
+                    self.error(key, format!("{} is not valid UTF-8", full.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                self.error(key, format!("cannot read {}: {e}", full.display()));
+                None
+            }
+        }
+    }
+
+    fn read_secret_env(&mut self, key: &str, name: &str) -> Option<String> {
+        match std::env::var(name) {
+            Ok(value) => Some(value),
+            Err(std::env::VarError::NotPresent) => {
+                self.error(key, format!("environment variable {name} is not set"));
+                None
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                self.error(
+                    key,
+                    format!("environment variable {name} is not valid UTF-8"),
+                );
+                None
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&mut self, key: &str, value: &Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut path = self.path_of(key);
+                for segment in e.path().iter() {
+                    match segment {
+                        serde_path_to_error::Segment::Seq { index } => {
+                            path.push_str(&format!("[{index}]"))
+                        }
+                        serde_path_to_error::Segment::Map { key } => {
+                            path.push('.');
+                            path.push_str(key);
+                        }
+                        _ => {}
+                    }
+                }
+                self.problems.push(path, e.inner().kind.to_string());
+                None
+            }
+        }
+    }
+
+    /// Reports every key nobody asked for and returns the secrets read from this mapping.
+    pub fn finish(self) -> Vec<Secret> {
+        for key in self.dict.keys() {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            let expected = self.asked.join(", ");
+            self.problems
+                .push(path, format!("unknown key (expected one of: {expected})"));
+        }
+        self.secrets
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::String(..) => "a string",
+        Value::Char(..) => "a character",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "nothing",
+        Value::Dict(..) => "a mapping",
+        Value::Array(..) => "a list",
+    }
+}

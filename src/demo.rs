@@ -1,0 +1,40 @@
+//! `--demo`: every provider's simulator on loopback and a configuration pointing at it, so the
+//! exporter can be tried without credentials. Balances drain and errors happen, so the status
+//! page, `/metrics` and the alert rules have something to show.
+
+use std::path::Path;
+
+use crate::config::{self, Config, Format};
+use crate::providers::PROVIDERS;
+use crate::sim::SimServer;
+
+/// Polls often, so that something visibly happens within minutes.
+const DEMO_GLOBAL: &str = "global:
+  poll_interval: 5s
+  request_timeout: 2s
+  stale_after: 1m
+accounts:";
+
+/// The running simulators (they stop when this is dropped) and the configuration to poll them.
+pub struct Demo {
+    pub config: Config,
+    _servers: Vec<SimServer>,
+}
+
+pub async fn start() -> Result<Demo, String> {
+    let mut yaml = DEMO_GLOBAL.to_owned();
+    let mut servers = Vec::new();
+    for provider in PROVIDERS {
+        let part = (provider.demo)()
+            .await
+            .map_err(|e| format!("cannot start the {} simulator: {e}", provider.name))?;
+        yaml.push_str(&part.accounts_yaml);
+        servers.extend(part.servers);
+    }
+    let config = config::parse(&yaml, Format::Yaml, Path::new("."))
+        .map_err(|e| format!("the demo configuration is invalid (a bug):\n{e}"))?;
+    Ok(Demo {
+        config,
+        _servers: servers,
+    })
+}

@@ -1,0 +1,31 @@
+//! balance_exporter: polls the balance APIs of payment and messaging providers and exposes
+//! per-currency balances and provider errors for Prometheus.
+//!
+//! Data flows one way: [`config`] -> [`scheduler`] (one poller per account, each calling its
+//! [`providers`] module) -> [`snapshot`] -> [`metrics`] state -> rendered body -> [`server`].
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod metrics;
+pub mod money;
+pub mod providers;
+pub mod scheduler;
+pub mod secret;
+pub mod serve;
+pub mod server;
+pub mod sim;
+pub mod snapshot;
+pub mod status_page;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision the binary was built from (`unknown` outside a git checkout).
+pub const REVISION: &str = env!("BALANCE_EXPORTER_REVISION");
+pub const VERSION_LONG: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("BALANCE_EXPORTER_REVISION"),
+    ")"
+);

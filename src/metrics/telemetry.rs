@@ -1,0 +1,240 @@
+//! Counters and histograms of the requests sent to providers, updated as requests happen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::providers::{ErrorClass, ProviderError};
+
+/// Distinct `code` values an account may export; later codes are exported as `other`.
+pub const MAX_CODES_PER_ACCOUNT: usize = 20;
+pub const OTHER_CODE: &str = "other";
+
+/// The metrics that requests update directly. One per process, kept across reloads.
+pub struct Telemetry {
+    registry: Registry,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    durations: HistogramVec,
+    token_refreshes: IntCounterVec,
+    clock_skew: GaugeVec,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "balance_api_requests_total",
+                "HTTP requests sent to the provider's API (balances are polled in the background every poll_interval).",
+            ),
+            &["provider", "account", "endpoint"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "balance_api_errors_total",
+                "Failed provider API requests by the provider's error code (or the exporter's where the provider gave none) and its class.",
+            ),
+            &["provider", "account", "code", "class"],
+        )
+        .expect("valid metric");
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "balance_api_request_duration_seconds",
+                "Latency of provider API requests, including reading the body.",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["provider", "endpoint"],
+        )
+        .expect("valid metric");
+        let token_refreshes = IntCounterVec::new(
+            Opts::new(
+                "balance_token_refreshes_total",
+                "Access tokens minted for the provider's API.",
+            ),
+            &["provider", "account"],
+        )
+        .expect("valid metric");
+        let clock_skew = GaugeVec::new(
+            Opts::new(
+                "balance_clock_skew_seconds",
+                "The provider's Date response header minus the local clock, at the last response (balances are polled in the background every poll_interval).",
+            ),
+            &["provider", "account"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(durations.clone()),
+            Box::new(token_refreshes.clone()),
+            Box::new(clock_skew.clone()),
+        ] {
+            registry.register(collector).expect("unique metric");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        Arc::new(Telemetry {
+            registry,
+            requests,
+            errors,
+            durations,
+            token_refreshes,
+            clock_skew,
+        })
+    }
+
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+}
+
+/// The label sets an account has created, so they can be removed with the account.
+#[derive(Default)]
+struct Seen {
+    codes: BTreeMap<String, BTreeSet<ErrorClass>>,
+    other: BTreeSet<ErrorClass>,
+    endpoints: BTreeSet<&'static str>,
+}
+
+/// One account's view of [`Telemetry`].
+pub struct AccountTelemetry {
+    telemetry: Arc<Telemetry>,
+    provider: &'static str,
+    account: String,
+    mints_tokens: bool,
+    seen: Mutex<Seen>,
+}
+
+impl AccountTelemetry {
+    /// Starts the account's documented error codes (and its token counter) at 0.
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        provider: &'static str,
+        account: &str,
+        documented: &[(&'static str, ErrorClass)],
+        mints_tokens: bool,
+    ) -> Self {
+        let this = AccountTelemetry {
+            telemetry,
+            provider,
+            account: account.to_owned(),
+            mints_tokens,
+            seen: Mutex::new(Seen::default()),
+        };
+        {
+            let mut seen = this.seen();
+            for (code, class) in documented {
+                seen.codes
+                    .entry((*code).to_owned())
+                    .or_default()
+                    .insert(*class);
+                this.telemetry
+                    .errors
+                    .with_label_values(&[provider, account, code, class.as_str()]);
+            }
+        }
+        if mints_tokens {
+            this.telemetry
+                .token_refreshes
+                .with_label_values(&[provider, account]);
+        }
+        this
+    }
+
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        // The data is plain label bookkeeping: still consistent after a panic elsewhere.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn observe_request(&self, endpoint: &'static str, duration: Duration) {
+        self.seen().endpoints.insert(endpoint);
+        self.telemetry
+            .requests
+            .with_label_values(&[self.provider, &self.account, endpoint])
+            .inc();
+        self.telemetry
+            .durations
+            .with_label_values(&[self.provider, endpoint])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts a failed request under its code, or under `other` once the account has
+    /// [`MAX_CODES_PER_ACCOUNT`] distinct codes (the raw code is logged).
+    pub fn count_error(&self, error: &ProviderError) {
+        let code = {
+            let mut seen = self.seen();
+            if seen.codes.contains_key(&error.code) || seen.codes.len() < MAX_CODES_PER_ACCOUNT {
+                seen.codes
+                    .entry(error.code.clone())
+                    .or_default()
+                    .insert(error.class);
+                error.code.as_str()
+            } else {
+                seen.other.insert(error.class);
+                tracing::info!(
+                    provider = self.provider,
+                    account = %self.account,
+                    code = %error.code,
+                    "error code exported as \"other\": the account already has {MAX_CODES_PER_ACCOUNT} distinct codes"
+                );
+                OTHER_CODE
+            }
+        };
+        self.telemetry
+            .errors
+            .with_label_values(&[self.provider, &self.account, code, error.class.as_str()])
+            .inc();
+    }
+
+    pub fn count_token_refresh(&self) {
+        self.telemetry
+            .token_refreshes
+            .with_label_values(&[self.provider, &self.account])
+            .inc();
+    }
+
+    pub fn set_clock_skew(&self, seconds: f64) {
+        self.telemetry
+            .clock_skew
+            .with_label_values(&[self.provider, &self.account])
+            .set(seconds);
+    }
+
+    /// Removes every series of this account (it left the config).
+    pub fn remove(&self) {
+        let seen = self.seen();
+        let t = &self.telemetry;
+        let (p, a) = (self.provider, self.account.as_str());
+        for endpoint in &seen.endpoints {
+            let _ = t.requests.remove_label_values(&[p, a, endpoint]);
+        }
+        let codes = seen
+            .codes
+            .iter()
+            .flat_map(|(code, classes)| classes.iter().map(move |c| (code.as_str(), *c)))
+            .chain(seen.other.iter().map(|c| (OTHER_CODE, *c)));
+        for (code, class) in codes {
+            let _ = t.errors.remove_label_values(&[p, a, code, class.as_str()]);
+        }
+        let _ = t.clock_skew.remove_label_values(&[p, a]);
+        if self.mints_tokens {
+            let _ = t.token_refreshes.remove_label_values(&[p, a]);
+        }
+    }
+}

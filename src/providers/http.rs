@@ -1,0 +1,389 @@
+//! The one way providers talk HTTP.
+//!
+//! [`Http::call`] sends a request built by the provider, with the request timeout (cut to what
+//! is left of the poll), a body cap, the concurrency limit, request counting and latency, the
+//! clock-skew reading from `Date`, and retries of transient failures with backoff and jitter,
+//! honouring `Retry-After`, all inside the poll's deadline. The provider only builds requests
+//! and interprets responses.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{DATE, HeaderMap, RETRY_AFTER};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::{ErrorClass, ProviderError};
+use crate::clock::{Clock, signed_seconds_between};
+use crate::config::Global;
+use crate::metrics::AccountTelemetry;
+use crate::secret::{Secret, redact};
+
+/// At most this many attempts of one request within a poll.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Response bodies larger than this are refused (`body_too_large`).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+const MESSAGE_LIMIT: usize = 200;
+
+/// The HTTP client shared by all accounts.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    request_timeout: Duration,
+    clock: Clock,
+}
+
+impl HttpClient {
+    pub fn new(global: &Global, clock: Clock) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("balance_exporter/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(global.request_timeout)
+            // A balance API has no reason to redirect; following one could carry credentials
+            // somewhere unexpected.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HttpClient {
+            client,
+            permits: Arc::new(Semaphore::new(global.max_concurrent_requests.max(1))),
+            request_timeout: global.request_timeout,
+            clock,
+        })
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+}
+
+/// A response as read: status, headers and the whole (capped) body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    received_at: SystemTime,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `Retry-After` as seconds or as an HTTP date.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(Duration::from_secs(seconds));
+        }
+        let at = httpdate::parse_http_date(value).ok()?;
+        Some(
+            at.duration_since(self.received_at)
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// An error for this response's status, carrying its `Retry-After`.
+    pub fn status_error(&self) -> ProviderError {
+        ProviderError::http_status(self.status, format!("HTTP {}", self.status))
+            .with_retry_after(self.retry_after())
+    }
+
+    /// The body as JSON of type `T`, or a `decode` error.
+    pub fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, ProviderError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ProviderError::decode(format!("unexpected response body: {e}")))
+    }
+}
+
+/// The HTTP client as one poll of one account sees it.
+pub struct Http<'a> {
+    client: &'a HttpClient,
+    telemetry: &'a AccountTelemetry,
+    secrets: &'a [Secret],
+    deadline: Instant,
+}
+
+impl<'a> Http<'a> {
+    pub fn new(
+        client: &'a HttpClient,
+        telemetry: &'a AccountTelemetry,
+        secrets: &'a [Secret],
+        deadline: Instant,
+    ) -> Self {
+        Http {
+            client,
+            telemetry,
+            secrets,
+            deadline,
+        }
+    }
+
+    /// The wall clock to stamp requests with.
+    pub fn clock(&self) -> Clock {
+        self.client.clock
+    }
+
+    pub fn telemetry(&self) -> &AccountTelemetry {
+        self.telemetry
+    }
+
+    /// Sends a request to `endpoint` (the `endpoint` label) until it succeeds, fails for good,
+    /// or the poll runs out of time. `build` makes a fresh request for every attempt (so
+    /// nonces and timestamps are new); `interpret` turns a response into a value or an error.
+    /// Every failed attempt is counted by code.
+    pub async fn call<T>(
+        &self,
+        endpoint: &'static str,
+        mut build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError>,
+        mut interpret: impl FnMut(&Response) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match build(&self.client.client) {
+                Ok(request) => self.send(endpoint, request).await,
+                Err(e) => Err(e),
+            };
+            let error = match result.and_then(|response| interpret(&response)) {
+                Ok(value) => return Ok(value),
+                Err(error) => self.scrub(error),
+            };
+            self.telemetry.count_error(&error);
+            let retry_in = if error.is_retryable() && attempt < MAX_ATTEMPTS {
+                let delay = error
+                    .retry_after
+                    .unwrap_or_else(|| backoff(attempt, error.class));
+                (Instant::now() + delay < self.deadline).then_some(delay)
+            } else {
+                None
+            };
+            let Some(delay) = retry_in else {
+                return Err(error);
+            };
+            tracing::debug!(
+                account = self.telemetry.account(),
+                endpoint,
+                code = %error.code,
+                attempt,
+                retry_in = ?delay,
+                "request failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, ProviderError> {
+        let _permit =
+            self.client.permits.acquire().await.map_err(|_| {
+                ProviderError::new("timeout", ErrorClass::Transport, "shutting down")
+            })?;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ProviderError::new(
+                "timeout",
+                ErrorClass::Transport,
+                "no time left in this poll",
+            ));
+        }
+        let request = request
+            .timeout(left.min(self.client.request_timeout))
+            .build()
+            .map_err(|e| ProviderError::new("request", ErrorClass::Client, e.to_string()))?;
+        let started = Instant::now();
+        let sent_at = self.client.clock.now();
+        let result = self.exchange(request).await;
+        let elapsed = started.elapsed();
+        self.telemetry.observe_request(endpoint, elapsed);
+        let response = result?;
+        if let Some(date) = response.header(DATE.as_str())
+            && let Ok(date) = httpdate::parse_http_date(date)
+        {
+            // `Date` has whole seconds: +0.5 s centres it; the midpoint of the exchange is
+            // our best guess of when the provider wrote it.
+            let local = sent_at + elapsed / 2;
+            let skew = signed_seconds_between(date, local) + 0.5;
+            self.telemetry.set_clock_skew(skew);
+        }
+        Ok(response)
+    }
+
+    async fn exchange(&self, request: reqwest::Request) -> Result<Response, ProviderError> {
+        let mut response = self
+            .client
+            .client
+            .execute(request)
+            .await
+            .map_err(transport_error)?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > BODY_LIMIT as u64)
+        {
+            return Err(body_too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > BODY_LIMIT {
+                return Err(body_too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: body.freeze(),
+            received_at: self.client.clock.now(),
+        })
+    }
+
+    /// Makes an error's message safe to log and show: no secrets, no control characters,
+    /// bounded length.
+    fn scrub(&self, mut error: ProviderError) -> ProviderError {
+        let redacted = redact(&error.message, self.secrets);
+        let mut clean: String = redacted
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MESSAGE_LIMIT)
+            .collect();
+        if redacted.chars().count() > MESSAGE_LIMIT {
+            clean.push_str("...");
+        }
+        error.message = clean;
+        error
+    }
+}
+
+fn body_too_large() -> ProviderError {
+    ProviderError::new(
+        "body_too_large",
+        ErrorClass::Decode,
+        format!("response body larger than {BODY_LIMIT} bytes"),
+    )
+}
+
+/// The exporter's own code for a request that got no usable answer.
+fn transport_error(error: reqwest::Error) -> ProviderError {
+    let timed_out = error.is_timeout();
+    // Without the URL: the log needs the failure, not the endpoint's address again.
+    let chain = error_chain(&error.without_url());
+    if timed_out {
+        return ProviderError::new("timeout", ErrorClass::Transport, "request timed out");
+    }
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        // A bad certificate does not fix itself between attempts.
+        return ProviderError::new("tls", ErrorClass::Transport, chain).final_attempt();
+    }
+    ProviderError::new("connect", ErrorClass::Transport, chain)
+}
+
+/// The error and its sources in one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Exponential backoff with jitter: about 1 s, 2 s, 4 s... (twice that after a rate limit).
+fn backoff(attempt: u32, class: ErrorClass) -> Duration {
+    let base_ms: u64 = if class == ErrorClass::RateLimit {
+        2000
+    } else {
+        1000
+    };
+    let exp = base_ms.saturating_mul(1 << (attempt - 1).min(6));
+    let jittered = rand::random_range(exp / 2..=exp + exp / 2);
+    Duration::from_millis(jittered)
+}
+
+/// Joins a base URL (which may carry a path, like UQPay's `/api`) and an API path.
+pub fn join_url(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_jittered() {
+        for _ in 0..50 {
+            let first = backoff(1, ErrorClass::Server);
+            let second = backoff(2, ErrorClass::Server);
+            assert!((500..=1500).contains(&first.as_millis()), "{first:?}");
+            assert!((1000..=3000).contains(&second.as_millis()), "{second:?}");
+            let limited = backoff(1, ErrorClass::RateLimit);
+            assert!((1000..=3000).contains(&limited.as_millis()));
+        }
+    }
+
+    #[test]
+    fn join_keeps_the_base_path() {
+        let base = reqwest::Url::parse("https://api.uqpay.com/api/").unwrap();
+        assert_eq!(
+            join_url(&base, "/v1/connect/token").as_str(),
+            "https://api.uqpay.com/api/v1/connect/token"
+        );
+        let bare = reqwest::Url::parse("https://smsapi.engagelab.com").unwrap();
+        assert_eq!(
+            join_url(&bare, "/v1/balance").as_str(),
+            "https://smsapi.engagelab.com/v1/balance"
+        );
+    }
+
+    fn response_with(headers: &[(&str, &str)]) -> Response {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        Response {
+            status: 429,
+            headers: map,
+            body: Bytes::new(),
+            received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(
+            response_with(&[("retry-after", "7")]).retry_after(),
+            Some(Duration::from_secs(7))
+        );
+        let date =
+            httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_030));
+        assert_eq!(
+            response_with(&[("retry-after", &date)]).retry_after(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            response_with(&[("retry-after", "soon")]).retry_after(),
+            None
+        );
+        assert_eq!(response_with(&[]).retry_after(), None);
+    }
+}

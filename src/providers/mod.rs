@@ -1,0 +1,240 @@
+//! The providers: one module each, behind one small trait.
+//!
+//! A provider module owns everything about its API: its config keys, auth, signing, envelopes,
+//! error-code mapping, and its simulator counterpart (`<name>/sim.rs`). The rest of the crate
+//! sees only [`Provider::fetch`], [`ProviderSettings`] and [`ProviderError`]. Adding a provider
+//! means a module here and a line in [`PROVIDERS`].
+
+pub mod engagelab;
+pub mod http;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::config::Fields;
+use crate::sim::DemoPart;
+use crate::snapshot::Snapshot;
+
+pub use http::{Http, HttpClient, Response};
+
+/// Polls one account of one provider.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// Fetches the account's balances. Every request goes through `http`, which times it,
+    /// counts it, caps its body and retries transient failures.
+    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError>;
+}
+
+/// What the provider-agnostic parts need to know about an account's provider config.
+pub trait ProviderSettings: fmt::Debug + Send + Sync {
+    /// The `provider` label.
+    fn provider(&self) -> &'static str;
+    /// The `kind` label values this provider reports.
+    fn kinds(&self) -> &'static [&'static str];
+    /// The kind a threshold applies to when it names none.
+    fn default_threshold_kind(&self) -> &'static str;
+    fn currency_scope(&self) -> CurrencyScope;
+    /// The provider's documented error codes with their class: exported at 0 from the start,
+    /// so that `increase()` sees the first error.
+    fn documented_errors(&self) -> &'static [(&'static str, ErrorClass)];
+    /// Whether the provider mints access tokens (`balance_token_refreshes_total` starts at 0).
+    fn mints_tokens(&self) -> bool {
+        false
+    }
+    /// The poller for this account.
+    fn build(&self) -> Arc<dyn Provider>;
+}
+
+/// Which currencies an account has, as far as its config tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CurrencyScope {
+    /// Exactly these (from the config).
+    Fixed(Vec<String>),
+    /// One currency, named by the provider's answer.
+    SingleFromProvider,
+    /// Any number, named by the provider's answer.
+    Discovered,
+}
+
+/// One entry per provider: its name in the config, how its keys are read, and its part of
+/// `--demo`.
+pub struct ProviderEntry {
+    pub name: &'static str,
+    pub read: fn(&mut Fields<'_>) -> Option<ProviderConfig>,
+    pub demo: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
+}
+
+pub const PROVIDERS: &[ProviderEntry] = &[ProviderEntry {
+    name: "engagelab",
+    read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
+    demo: || Box::pin(engagelab::sim::demo()),
+}];
+
+/// Names accepted in `provider:` that are specified but not implemented yet.
+const PLANNED: &[&str] = &["payby", "uqpay", "onerway"];
+
+/// An account's provider-specific configuration.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    EngageLab(engagelab::Config),
+}
+
+impl ProviderConfig {
+    /// Reads the keys of provider `name` from an account's mapping.
+    pub fn read(name: &str, fields: &mut Fields<'_>) -> Option<ProviderConfig> {
+        if let Some(entry) = PROVIDERS.iter().find(|p| p.name == name) {
+            return (entry.read)(fields);
+        }
+        let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+        if PLANNED.contains(&name) {
+            fields.error(
+                "provider",
+                format!(
+                    "{name} is not supported by this version yet (supported: {})",
+                    known.join(", ")
+                ),
+            );
+        } else {
+            fields.error(
+                "provider",
+                format!("unknown provider {name:?} (one of: {})", known.join(", ")),
+            );
+        }
+        None
+    }
+
+    pub fn settings(&self) -> &dyn ProviderSettings {
+        match self {
+            ProviderConfig::EngageLab(c) => c,
+        }
+    }
+}
+
+/// The `class` label: what kind of failure an error code is, derived from the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// Credentials rejected, expired or not allowed (IP allow-list, environment).
+    Auth,
+    RateLimit,
+    /// The request's timestamp was outside the provider's window: the host clock is off.
+    Clock,
+    /// The provider rejected the request as malformed or unsupported.
+    Client,
+    /// The provider failed (5xx, internal error).
+    Server,
+    /// No usable answer: timeout, connection or TLS failure.
+    Transport,
+    /// An answer that does not parse or is too large.
+    Decode,
+    /// A response signature that is missing or does not verify.
+    Signature,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::Auth,
+        ErrorClass::RateLimit,
+        ErrorClass::Clock,
+        ErrorClass::Client,
+        ErrorClass::Server,
+        ErrorClass::Transport,
+        ErrorClass::Decode,
+        ErrorClass::Signature,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Auth => "auth",
+            ErrorClass::RateLimit => "rate_limit",
+            ErrorClass::Clock => "clock",
+            ErrorClass::Client => "client",
+            ErrorClass::Server => "server",
+            ErrorClass::Transport => "transport",
+            ErrorClass::Decode => "decode",
+            ErrorClass::Signature => "signature",
+        }
+    }
+
+    /// Failures that may succeed when tried again within the same poll.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimit | ErrorClass::Server | ErrorClass::Transport
+        )
+    }
+
+    /// The class of an HTTP status when the body gives nothing better.
+    pub fn of_http_status(status: u16) -> ErrorClass {
+        match status {
+            401 | 403 => ErrorClass::Auth,
+            429 => ErrorClass::RateLimit,
+            408 => ErrorClass::Transport,
+            500..=599 => ErrorClass::Server,
+            _ => ErrorClass::Client,
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed request or poll: the provider's own code (or the exporter's, where the provider
+/// gave none), its class, and a message fit for logs and the status page.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code} ({class}): {message}")]
+pub struct ProviderError {
+    /// The `code` label: `2001`, `RATE_LIMIT_REJECT`, `timeout`, `http_502`...
+    pub code: String,
+    pub class: ErrorClass,
+    pub message: String,
+    /// How long the provider asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    retryable: bool,
+}
+
+impl ProviderError {
+    pub fn new(code: impl Into<String>, class: ErrorClass, message: impl Into<String>) -> Self {
+        ProviderError {
+            code: code.into(),
+            class,
+            message: message.into(),
+            retry_after: None,
+            retryable: class.is_transient(),
+        }
+    }
+
+    /// An error status with nothing better in the body: code `http_<status>`.
+    pub fn http_status(status: u16, message: impl Into<String>) -> Self {
+        Self::new(
+            format!("http_{status}"),
+            ErrorClass::of_http_status(status),
+            message,
+        )
+    }
+
+    /// An answer that could not be understood.
+    pub fn decode(message: impl Into<String>) -> Self {
+        Self::new("decode", ErrorClass::Decode, message)
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Marks an error of a transient class as one that retrying will not fix.
+    pub fn final_attempt(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
