@@ -1,0 +1,573 @@
+//! EngageLab end to end: the simulator on loopback, the exporter polling it, `/metrics` read
+//! over HTTP.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use balance_exporter::providers::engagelab::Product;
+use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
+use balance_exporter::sim::{Fault, Ledger, SimServer};
+use common::{Exporter, assert_promtool_clean};
+use rust_decimal::Decimal;
+
+fn dec(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+async fn simulator(
+    product: Product,
+    accounts: &[(&str, &str, &str, &str)],
+) -> (Arc<EngageLabSim>, SimServer) {
+    let sim = EngageLabSim::new(product);
+    for (key, secret, normal, gift) in accounts {
+        sim.add_account(
+            key,
+            SimAccount::new(secret, Ledger::fixed(dec(normal)), Ledger::fixed(dec(gift))),
+        );
+    }
+    let server = sim.start().await.unwrap();
+    (sim, server)
+}
+
+/// One account block of the config.
+fn account(name: &str, product: &str, base_url: &str, key: &str, secret: &str) -> String {
+    format!(
+        "
+  - name: {name}
+    provider: engagelab
+    product: {product}
+    base_url: {base_url}
+    dev_key: {key}
+    dev_secret: {secret}"
+    )
+}
+
+fn config(global: &str, accounts: &[String]) -> String {
+    format!("global:\n{global}\naccounts:{}\n", accounts.concat())
+}
+
+const SLOW_POLLS: &str = "  poll_interval: 1h\n  request_timeout: 5s";
+
+#[tokio::test]
+async fn sms_balances_are_exact_and_the_output_is_promtool_clean() {
+    let (_sim, server) = simulator(Product::Sms, &[("key-1", "secret-1", "12.3456", "2")]).await;
+    let yaml = config(
+        SLOW_POLLS,
+        &[
+            account("sms", "sms", &server.base_url(), "key-1", "secret-1")
+                + "\n    thresholds:\n      - warning: 100\n        critical: 20.5",
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    assert!(exporter.poll("sms").await.outcome.is_ok());
+
+    let m = exporter.scrape().await;
+    let labels = |kind| {
+        [
+            ("provider", "engagelab"),
+            ("account", "sms"),
+            ("currency", "USD"),
+            ("kind", kind),
+        ]
+    };
+    assert!(m.text.contains(r#"balance_amount{account="sms",currency="USD",kind="normal",provider="engagelab"} 12.3456"#), "{}", m.text);
+    assert_eq!(m.expect("balance_amount", &labels("gift")), 2.0);
+    assert_eq!(m.expect("balance_amount", &labels("total")), 14.3456);
+    assert_eq!(m.expect("balance_up", &[("account", "sms")]), 1.0);
+    assert_eq!(
+        m.expect(
+            "balance_low_threshold",
+            &[
+                ("account", "sms"),
+                ("kind", "total"),
+                ("currency", "USD"),
+                ("severity", "critical")
+            ]
+        ),
+        20.5
+    );
+    assert_eq!(
+        m.expect(
+            "balance_api_requests_total",
+            &[("account", "sms"), ("endpoint", "balance")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.expect("balance_poll_interval_seconds", &[("account", "sms")]),
+        3600.0
+    );
+    assert!(
+        m.expect(
+            "balance_last_success_timestamp_seconds",
+            &[("account", "sms")]
+        ) > 1.7e9
+    );
+    // Documented codes start at zero so that increase() sees the first error.
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "sms"), ("code", "2001"), ("class", "auth")]
+        ),
+        0.0
+    );
+    assert_eq!(m.find("balance_exporter_build_info", &[]).len(), 1);
+    assert_eq!(server.request_count(), 1);
+    assert_promtool_clean(&m.text);
+}
+
+#[tokio::test]
+async fn sms_wire_integers_are_used_and_floats_only_as_fallback() {
+    let (sim, server) = simulator(Product::Sms, &[("k", "s", "1", "0")]).await;
+    let yaml = config(
+        SLOW_POLLS,
+        &[account("sms", "sms", &server.base_url(), "k", "s") + "\n    currency: EUR"],
+    );
+    // The simulator writes both forms from the same ledger; the x10000 integer is exact.
+    sim.update("k", |a| a.normal = Ledger::fixed(dec("123456.7891")));
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("sms").await.outcome.unwrap();
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_amount",
+            &[("account", "sms"), ("currency", "EUR"), ("kind", "normal")]
+        ),
+        123456.7891
+    );
+}
+
+#[tokio::test]
+async fn otp_string_amounts_negative_balances_and_currency_from_the_wire() {
+    let (sim, server) = simulator(Product::Otp, &[("otp-key", "otp-secret", "-12.34", "1")]).await;
+    sim.update("otp-key", |a| a.currency = "EUR".into());
+    let yaml = config(
+        SLOW_POLLS,
+        &[
+            account("otp", "otp", &server.base_url(), "otp-key", "otp-secret")
+                + "\n    thresholds:\n      - warning: 10",
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("otp").await.outcome.unwrap();
+    let m = exporter.scrape().await;
+    let at = |kind| [("account", "otp"), ("currency", "EUR"), ("kind", kind)];
+    assert_eq!(m.expect("balance_amount", &at("normal")), -12.34);
+    assert_eq!(m.expect("balance_amount", &at("gift")), 1.0);
+    assert_eq!(m.expect("balance_amount", &at("total")), -11.34);
+    // A threshold without a currency follows the account's one currency.
+    assert_eq!(
+        m.expect(
+            "balance_low_threshold",
+            &[
+                ("account", "otp"),
+                ("currency", "EUR"),
+                ("severity", "warning")
+            ]
+        ),
+        10.0
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_an_auth_error_sent_once() {
+    let (_sim, server) = simulator(Product::Sms, &[("key", "right", "5", "0")]).await;
+    let yaml = config(
+        SLOW_POLLS,
+        &[account("bad", "sms", &server.base_url(), "key", "wrong")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let error = exporter.poll("bad").await.outcome.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class.as_str()),
+        ("2001", "auth")
+    );
+
+    let m = exporter.scrape().await;
+    assert_eq!(m.expect("balance_up", &[("account", "bad")]), 0.0);
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "bad"), ("code", "2001"), ("class", "auth")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.expect("balance_api_requests_total", &[("account", "bad")]),
+        1.0
+    );
+    assert!(m.find("balance_amount", &[("account", "bad")]).is_empty());
+    assert!(
+        m.find(
+            "balance_last_success_timestamp_seconds",
+            &[("account", "bad")]
+        )
+        .is_empty()
+    );
+    assert_eq!(server.request_count(), 1, "auth errors are not retried");
+}
+
+#[tokio::test]
+async fn forbidden_2002_is_auth_and_unknown_statuses_keep_their_class() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "5", "0")]).await;
+    sim.update("key", |a| {
+        a.faults.always(Fault::code_with_status("2002", 403))
+    });
+    let yaml = config(
+        SLOW_POLLS,
+        &[account("gone", "sms", &server.base_url(), "key", "secret")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let error = exporter.poll("gone").await.outcome.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class.as_str()),
+        ("2002", "auth")
+    );
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn internal_errors_are_retried_and_every_failure_counted() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "7", "0")]).await;
+    sim.update("key", |a| a.faults.next(Fault::code("1000"), 2));
+    let yaml = config(
+        "  poll_interval: 1h\n  request_timeout: 5s",
+        &[account("flaky", "sms", &server.base_url(), "key", "secret")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("flaky").await.outcome.unwrap();
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "flaky"), ("code", "1000"), ("class", "server")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.expect("balance_api_requests_total", &[("account", "flaky")]),
+        3.0
+    );
+    assert_eq!(m.expect("balance_up", &[("account", "flaky")]), 1.0);
+    assert_eq!(
+        m.expect(
+            "balance_amount",
+            &[("account", "flaky"), ("kind", "normal")]
+        ),
+        7.0
+    );
+}
+
+#[tokio::test]
+async fn persistent_internal_errors_stop_after_three_attempts() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "7", "0")]).await;
+    sim.update("key", |a| a.faults.always(Fault::code("1000")));
+    let yaml = config(
+        SLOW_POLLS,
+        &[account("down", "sms", &server.base_url(), "key", "secret")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let error = exporter.poll("down").await.outcome.unwrap_err();
+    assert_eq!(error.code, "1000");
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "down"), ("code", "1000")]
+        ),
+        3.0
+    );
+    assert_eq!(server.request_count(), 3);
+    assert_eq!(m.expect("balance_up", &[("account", "down")]), 0.0);
+}
+
+#[tokio::test]
+async fn a_proxy_error_page_is_counted_by_http_status() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "7", "0")]).await;
+    sim.update("key", |a| {
+        a.faults.next(
+            Fault::Raw {
+                status: 502,
+                body: "<html>Bad Gateway</html>".into(),
+            },
+            1,
+        )
+    });
+    let yaml = config(
+        SLOW_POLLS,
+        &[account(
+            "proxied",
+            "sms",
+            &server.base_url(),
+            "key",
+            "secret",
+        )],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("proxied").await.outcome.unwrap();
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[
+                ("account", "proxied"),
+                ("code", "http_502"),
+                ("class", "server")
+            ]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_decode_error() {
+    let (sim, server) = simulator(Product::Otp, &[("key", "secret", "7", "0")]).await;
+    sim.update("key", |a| a.faults.always(Fault::Malformed));
+    let yaml = config(
+        SLOW_POLLS,
+        &[account(
+            "garbled",
+            "otp",
+            &server.base_url(),
+            "key",
+            "secret",
+        )],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let error = exporter.poll("garbled").await.outcome.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class.as_str()),
+        ("decode", "decode")
+    );
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "garbled"), ("code", "decode")]
+        ),
+        1.0
+    );
+    assert_eq!(server.request_count(), 1, "a garbled answer is not retried");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "7", "0")]).await;
+    sim.update("key", |a| a.faults.always(Fault::Oversized));
+    let yaml = config(
+        SLOW_POLLS,
+        &[account("huge", "sms", &server.base_url(), "key", "secret")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let error = exporter.poll("huge").await.outcome.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class.as_str()),
+        ("body_too_large", "decode")
+    );
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "huge"), ("code", "body_too_large")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_hung_provider_times_out_while_another_account_keeps_updating() {
+    let (sim, server) = simulator(
+        Product::Sms,
+        &[("hung", "s1", "1", "0"), ("fine", "s2", "2", "0")],
+    )
+    .await;
+    sim.update("hung", |a| a.faults.always(Fault::Hang));
+    let yaml = config(
+        "  poll_interval: 1s\n  request_timeout: 3s",
+        &[
+            account("hung", "sms", &server.base_url(), "hung", "s1") + "\n    poll_interval: 10s",
+            account("fine", "sms", &server.base_url(), "fine", "s2"),
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    // The hung account's first attempt alone takes 3 s; meanwhile the other polls each second.
+    let mut fine_polls = 0;
+    let mut events = exporter.scheduler.subscribe();
+    let hung = loop {
+        let event = tokio::time::timeout(common::PATIENCE, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match event.account.as_str() {
+            "fine" => {
+                assert!(event.outcome.is_ok());
+                fine_polls += 1;
+            }
+            _ => break event,
+        }
+    };
+    let error = hung.outcome.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class.as_str()),
+        ("timeout", "transport")
+    );
+    assert!(
+        fine_polls >= 2,
+        "the healthy account polled {fine_polls} times meanwhile"
+    );
+    let m = exporter.scrape().await;
+    assert!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "hung"), ("code", "timeout")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        m.expect("balance_amount", &[("account", "fine"), ("kind", "normal")]),
+        2.0
+    );
+    let _ = exporter.poll("fine").await;
+}
+
+#[tokio::test]
+async fn a_currency_the_provider_stops_returning_leaves_metrics() {
+    let (sim, server) = simulator(Product::Otp, &[("key", "secret", "10", "0")]).await;
+    let yaml = config(
+        "  poll_interval: 1s",
+        &[account("otp", "otp", &server.base_url(), "key", "secret")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("otp").await.outcome.unwrap();
+    let before = exporter.scrape().await;
+    assert_eq!(
+        before
+            .find("balance_amount", &[("account", "otp"), ("currency", "USD")])
+            .len(),
+        3
+    );
+
+    sim.update("key", |a| a.currency = "SGD".into());
+    exporter.poll("otp").await.outcome.unwrap();
+    let after = exporter.scrape().await;
+    assert!(
+        after
+            .find("balance_amount", &[("currency", "USD")])
+            .is_empty(),
+        "{}",
+        after.text
+    );
+    assert_eq!(
+        after
+            .find("balance_amount", &[("account", "otp"), ("currency", "SGD")])
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn balances_leave_after_stale_after_without_success_but_up_and_thresholds_stay() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "10", "0")]).await;
+    let yaml = config(
+        "  poll_interval: 1s\n  stale_after: 2s",
+        &[account("sms", "sms", &server.base_url(), "key", "secret")
+            + "\n    thresholds:\n      - warning: 5"],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("sms").await.outcome.unwrap();
+    sim.update("key", |a| a.faults.always(Fault::code("2001")));
+    // Still shown right after the first failure: the last good balances stay.
+    assert!(exporter.poll("sms").await.outcome.is_err());
+    let m = exporter.scrape().await;
+    assert_eq!(m.expect("balance_up", &[("account", "sms")]), 0.0);
+    assert_eq!(m.find("balance_amount", &[("account", "sms")]).len(), 3);
+    // Failed polls go on; once stale_after has passed since the success, they are gone.
+    let success = std::time::Instant::now();
+    while success.elapsed() < Duration::from_millis(2100) {
+        assert!(exporter.poll("sms").await.outcome.is_err());
+    }
+    let m = exporter.scrape().await;
+    assert!(
+        m.find("balance_amount", &[("account", "sms")]).is_empty(),
+        "{}",
+        m.text
+    );
+    assert_eq!(m.expect("balance_up", &[("account", "sms")]), 0.0);
+    assert!(
+        m.value(
+            "balance_last_success_timestamp_seconds",
+            &[("account", "sms")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        m.expect(
+            "balance_low_threshold",
+            &[("account", "sms"), ("severity", "warning")]
+        ),
+        5.0
+    );
+}
+
+#[tokio::test]
+async fn status_page_shows_accounts_balances_and_errors_and_readiness_follows_polls() {
+    let (sim, server) = simulator(
+        Product::Sms,
+        &[
+            ("ok", "s1", "150.5", "0"),
+            ("slow", "s2", "3", "0"),
+            ("bad", "s3", "1", "0"),
+        ],
+    )
+    .await;
+    sim.update("slow", |a| {
+        a.faults
+            .next(Fault::Latency(Duration::from_millis(1500)), 1)
+    });
+    let yaml = config(
+        SLOW_POLLS,
+        &[
+            account("healthy", "sms", &server.base_url(), "ok", "s1")
+                + "\n    thresholds:\n      - warning: 200\n        critical: 100",
+            account("slow<b>", "sms", &server.base_url(), "slow", "s2"),
+            account("bad", "sms", &server.base_url(), "bad", "wrong"),
+        ],
+    );
+    // Names are checked: markup can't even get in through an account name.
+    assert!(
+        balance_exporter::config::parse(
+            &yaml,
+            balance_exporter::config::Format::Yaml,
+            std::path::Path::new(".")
+        )
+        .is_err()
+    );
+    let yaml = yaml.replace("slow<b>", "slow");
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("healthy").await;
+    exporter.poll("bad").await;
+    let (status, body) = exporter.get("/-/ready").await;
+    assert_eq!(status, 503, "{body}");
+    exporter.poll("slow").await;
+    assert_eq!(exporter.get("/-/ready").await.0, 200);
+    assert_eq!(
+        exporter.get("/-/healthy").await,
+        (200, "Healthy\n".to_owned())
+    );
+
+    let (status, page) = exporter.get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("healthy") && page.contains("UP"), "{page}");
+    assert!(
+        page.contains("DOWN") && page.contains("<code>2001</code>"),
+        "{page}"
+    );
+    assert!(page.contains("150.5") && page.contains("200"), "{page}");
+    assert!(
+        page.contains("class=\"warning\""),
+        "150.5 is below the warning threshold 200"
+    );
+    assert!(page.contains("href=\"/metrics\""));
+    assert_eq!(exporter.get("/nope").await.0, 404);
+}
