@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use balance_exporter::clock::Clock;
 use balance_exporter::config::{self, Format};
@@ -306,11 +306,99 @@ fn rand_suffix() -> u64 {
         .unwrap_or(0)
 }
 
-/// The exporter binary running as a child process, its stderr collected line by line.
-pub struct Daemon {
+/// A child process whose stderr is collected line by line, so that a test can wait for what
+/// it logs. Killed and reaped when dropped, also when the test fails.
+pub struct Process {
+    name: String,
     child: Child,
     lines: mpsc::Receiver<String>,
-    pub log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `command` with its stderr piped to this process and its stdout discarded.
+    pub fn spawn(name: &str, mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let all = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Process {
+            name: name.to_owned(),
+            child,
+            lines,
+            log,
+        }
+    }
+
+    /// Waits at most `patience` for a stderr line matching `matches` and returns it; fails
+    /// with the log so far when the time runs out or the process exits first.
+    pub fn wait_for_line_within(
+        &mut self,
+        patience: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{}: no matching log line within {patience:?}; log so far:\n{}",
+                    self.name,
+                    self.log_text()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "{} exited ({:?}) before logging a matching line; its log:\n{}",
+                    self.name,
+                    self.child.wait().map(|s| s.to_string()),
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Stops the process and returns its whole log.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread ends with the pipe; drain what it still forwards.
+        while self.lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
+        self.log_text()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=` in a logfmt line (unquoted values only).
+pub fn logfmt_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The exporter binary running as a child process, its stderr collected line by line.
+pub struct Daemon {
+    process: Process,
     pub addr: SocketAddr,
 }
 
@@ -322,53 +410,22 @@ impl Daemon {
     }
 
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_balance_exporter"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_balance_exporter"));
+        command
             .args(args)
             .args(["--web.listen-address", "127.0.0.1:0"])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start balance_exporter");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let all = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                all.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            lines,
-            log,
-            addr: "127.0.0.1:0".parse().unwrap(),
-        };
-        let line = daemon.wait_for_line(|l| l.contains("msg=listening"));
-        let addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("address="))
-            .expect("address in the listening line");
-        daemon.addr = addr.parse().expect("socket address");
-        daemon
+            .envs(env.iter().copied());
+        let mut process = Process::spawn("balance_exporter", command);
+        let line = process.wait_for_line_within(PATIENCE, |l| l.contains("msg=listening"));
+        let addr = logfmt_field(&line, "address")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no socket address in {line:?}"));
+        Daemon { process, addr }
     }
 
     /// Waits for a stderr line matching `matches` and returns it.
     pub fn wait_for_line(&mut self, matches: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if matches(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no matching log line within {PATIENCE:?}; log so far:\n{}",
-                    self.log.lock().unwrap().join("\n")
-                ),
-            }
-        }
+        self.process.wait_for_line_within(PATIENCE, matches)
     }
 
     /// Waits until every one of `wanted` has matched some stderr line from now on.
@@ -383,23 +440,12 @@ impl Daemon {
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.process.log_text()
     }
 
     /// Stops the daemon and returns its whole log.
-    pub fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The reader thread ends with the pipe; drain what it still forwards.
-        while self.lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
-        self.log_text()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn stop(self) -> String {
+        self.process.stop()
     }
 }
 
