@@ -67,6 +67,16 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response received now: for unit tests of a provider's interpretation.
+    pub fn new(status: u16, headers: HeaderMap, body: impl Into<Bytes>) -> Self {
+        Response {
+            status,
+            headers,
+            body: body.into(),
+            received_at: SystemTime::now(),
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }

@@ -7,6 +7,9 @@
 
 pub mod engagelab;
 pub mod http;
+pub mod onerway;
+pub mod payby;
+pub mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -67,19 +70,33 @@ pub struct ProviderEntry {
     pub demo: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
 }
 
-pub const PROVIDERS: &[ProviderEntry] = &[ProviderEntry {
-    name: "engagelab",
-    read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
-    demo: || Box::pin(engagelab::sim::demo()),
-}];
+pub const PROVIDERS: &[ProviderEntry] = &[
+    ProviderEntry {
+        name: "engagelab",
+        read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
+        demo: || Box::pin(engagelab::sim::demo()),
+    },
+    ProviderEntry {
+        name: "payby",
+        read: |fields| payby::Config::read(fields).map(ProviderConfig::PayBy),
+        demo: || Box::pin(payby::sim::demo()),
+    },
+    ProviderEntry {
+        name: "onerway",
+        read: |fields| onerway::Config::read(fields).map(ProviderConfig::Onerway),
+        demo: || Box::pin(onerway::sim::demo()),
+    },
+];
 
 /// Names accepted in `provider:` that are specified but not implemented yet.
-const PLANNED: &[&str] = &["payby", "uqpay", "onerway"];
+const PLANNED: &[&str] = &["uqpay"];
 
 /// An account's provider-specific configuration.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
     EngageLab(engagelab::Config),
+    PayBy(payby::Config),
+    Onerway(onerway::Config),
 }
 
 impl ProviderConfig {
@@ -109,6 +126,8 @@ impl ProviderConfig {
     pub fn settings(&self) -> &dyn ProviderSettings {
         match self {
             ProviderConfig::EngageLab(c) => c,
+            ProviderConfig::PayBy(c) => c,
+            ProviderConfig::Onerway(c) => c,
         }
     }
 }
