@@ -12,7 +12,7 @@ pub mod sim;
 
 use std::sync::Arc;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -278,9 +278,19 @@ impl Onerway {
             display_currency,
         })
         .map_err(|e| ProviderError::new("request", ErrorClass::Client, e.to_string()))?;
+        // Marked sensitive so that no HTTP-level logging ever prints it.
+        let mut apikey = HeaderValue::from_str(self.config.apikey.expose()).map_err(|_| {
+            ProviderError::new(
+                "request",
+                ErrorClass::Client,
+                "the apikey is not a valid header value",
+            )
+            .final_attempt()
+        })?;
+        apikey.set_sensitive(true);
         Ok(client
             .post(self.url.clone())
-            .header("apikey", self.config.apikey.expose())
+            .header("apikey", apikey)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
             .body(body))

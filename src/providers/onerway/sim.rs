@@ -164,7 +164,7 @@ fn answer(style: Envelope, numeric: bool, result: Result<String, &str>) -> SimRe
 
 fn currency_json(currency: &str, b: &SimCurrency) -> String {
     format!(
-        r#"{{"currency":"{currency}","withdrawableBalance":"{}","availableBalance":"{}","fundOnHold":"{}","depositBalance":"{}","totalBalance":"{}","status":"{}"}}"#,
+        r#"{{"currency":"{currency}","withdrawableBalance":"{:.2}","availableBalance":"{:.2}","fundOnHold":"{:.2}","depositBalance":"{:.2}","totalBalance":"{:.2}","status":"{}"}}"#,
         b.withdrawable.amount(2),
         b.available.amount(2),
         b.on_hold.amount(2),
@@ -217,7 +217,7 @@ impl OnerwaySim {
             .map(|(c, b)| currency_json(c, b))
             .collect();
         Ok(format!(
-            r#"{{"totalAmount":"{}","displayCurrency":"{display}","currencyBalances":[{}]}}"#,
+            r#"{{"totalAmount":"{:.2}","displayCurrency":"{display}","currencyBalances":[{}]}}"#,
             account.overview_total(display),
             entries.join(",")
         ))
@@ -274,6 +274,7 @@ pub async fn demo() -> std::io::Result<DemoPart> {
     let d = |units: i64, scale: u32| Decimal::new(units, scale);
     let mut usd = SimCurrency::simple(d(1_825_040, 2));
     usd.available = Ledger::draining(d(1_825_040, 2), d(12, 2), None);
+    usd.withdrawable = Ledger::draining(d(1_500_000, 2), d(12, 2), None);
     usd.on_hold = Ledger::fixed(d(310_000, 2));
     usd.deposit = Ledger::fixed(d(500_000, 2));
     let mut eur = SimCurrency::simple(d(942_317, 2));

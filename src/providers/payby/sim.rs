@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::keys::{SigningKey, VerifyingKey};
-use super::{BALANCE_PATH, wire_code};
+use super::{BALANCE_PATH, is_generic_gateway_code, wire_code};
 use crate::sim::{
     DemoPart, Fault, FaultPlan, Ledger, SimHandler, SimRequest, SimResponse, SimServer, TimeWindow,
     lock, neutral_fault, time_window,
@@ -44,6 +44,8 @@ pub enum Signing {
     Wrong,
     /// Signed, then the body changed (an amount inflated): what a man in the middle does.
     Tampered,
+    /// Generic gateway errors unsigned (as PayBy may send them), everything else valid.
+    GatewayErrorsUnsigned,
 }
 
 /// One simulated PayBy merchant, by partner id.
@@ -120,13 +122,20 @@ impl PayBySim {
     /// An answer carrying `msg` (a documented code), signed as `signing` says.
     fn error(&self, signing: Signing, status: u16, apply_status: &str, msg: &str) -> SimResponse {
         let body = format!(r#"{{"head":{}}}"#, self.head(apply_status, msg));
+        let generic = is_generic_gateway_code(wire_code(msg).unwrap_or("500"));
+        let signing = match signing {
+            Signing::GatewayErrorsUnsigned if generic => Signing::Omitted,
+            other => other,
+        };
         self.signed(signing, status, body)
     }
 
     fn signed(&self, signing: Signing, status: u16, body: String) -> SimResponse {
         let sign = match signing {
             Signing::Omitted => None,
-            Signing::Valid | Signing::Tampered => self.key.sign(body.as_bytes()).ok(),
+            Signing::Valid | Signing::Tampered | Signing::GatewayErrorsUnsigned => {
+                self.key.sign(body.as_bytes()).ok()
+            }
             Signing::Wrong => self.key.sign(format!("{body} ").as_bytes()).ok(),
         };
         let body = if signing == Signing::Tampered {
@@ -252,8 +261,8 @@ fn yaml_block(pem: &str) -> String {
     out
 }
 
-/// PayBy's part of `--demo`: a healthy merchant with AED and USD balances and, now and then,
-/// a rate limit that the exporter backs off from and retries.
+/// PayBy's part of `--demo`: a healthy merchant with AED and USD balances and, rarely, a rate
+/// limit that the exporter backs off from and retries.
 pub async fn demo() -> std::io::Result<DemoPart> {
     let invalid = |e: String| std::io::Error::other(format!("demo PayBy key: {e}"));
     let sim = PayBySim::new(SigningKey::from_pem(TEST_PAYBY_PRIVATE_KEY).map_err(invalid)?);
@@ -268,7 +277,12 @@ pub async fn demo() -> std::io::Result<DemoPart> {
             ("USD", Ledger::fixed(Decimal::new(2_450_000, 2))),
         ],
     );
-    account.faults.every(23, Fault::code("RATE_LIMIT_REJECT"));
+    // One rate limit early on (the sixth request), then one every 600 requests: about every
+    // 25 minutes at the demo's 5 s interval, rare enough not to look like "keeps coming"
+    // (the BalanceProviderRateLimited alert). The retry succeeds within the poll.
+    account.faults.next(Fault::Latency(Duration::ZERO), 5);
+    account.faults.next(Fault::code("RATE_LIMIT_REJECT"), 1);
+    account.faults.every(600, Fault::code("RATE_LIMIT_REJECT"));
     sim.add_account("200000018128", account);
     let server = sim.start().await?;
     let accounts_yaml = format!(
