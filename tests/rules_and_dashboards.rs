@@ -10,6 +10,7 @@
 //! A missing tool skips its test with a message, unless `BALANCE_EXPORTER_CI=1`: then it fails.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -123,7 +124,8 @@ fn tool(name: &str, package: &str) -> Option<PathBuf> {
     if found.is_none() {
         let msg = format!("`{name}` not found on PATH (install {package})");
         assert!(!ci(), "{msg}; BALANCE_EXPORTER_CI=1 forbids skipping");
-        eprintln!("SKIPPED: {msg}");
+        // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
     }
     found
 }
@@ -305,15 +307,14 @@ fn currency_mixing(expr: &str) -> Vec<String> {
                 }
             }
             Tok::Ident("ignoring") if mentions_money(&toks) => {
-                if let Some(close) = closing(&toks, i + 1) {
-                    if toks[i + 2..close]
+                if let Some(close) = closing(&toks, i + 1)
+                    && toks[i + 2..close]
                         .iter()
                         .any(|(_, t)| *t == Tok::Ident("currency"))
-                    {
-                        problems.push(
-                            "`ignoring(currency)` matches amounts of different currencies".into(),
-                        );
-                    }
+                {
+                    problems.push(
+                        "`ignoring(currency)` matches amounts of different currencies".into(),
+                    );
                 }
             }
             _ => {}
@@ -409,11 +410,11 @@ fn expand_variables(expr: &str, defined: &BTreeSet<String>) -> Result<String, St
                 .find("]]")
                 .ok_or_else(|| format!("unclosed [[ in {expr}"))?;
             (body[..end].split(':').next().unwrap_or_default(), end + 4)
-        } else if tail.starts_with('$') {
-            let n = tail[1..]
+        } else if let Some(body) = tail.strip_prefix('$') {
+            let n = body
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len() - 1);
-            (&tail[1..1 + n], n + 1)
+                .unwrap_or(body.len());
+            (&body[..n], n + 1)
         } else {
             out.push('[');
             rest = &tail[1..];
@@ -476,21 +477,14 @@ fn queries(d: &Value) -> Vec<Query> {
         let origin = format!("variable {}", v["name"]);
         let Some(q) = variable_query(v) else { continue };
         // Grafana's label_values(selector, label) and query_result(expr) wrap PromQL.
-        let inner = if let Some(args) = q
-            .trim()
-            .strip_prefix("label_values(")
-            .and_then(|a| a.strip_suffix(')'))
-        {
-            args.rsplit_once(',').map(|(sel, _)| sel)
-        } else if let Some(e) = q
-            .trim()
-            .strip_prefix("query_result(")
-            .and_then(|a| a.strip_suffix(')'))
-        {
-            Some(e)
-        } else {
-            None
+        let call = |name: &str| {
+            q.trim()
+                .strip_prefix(name)
+                .and_then(|a| a.strip_suffix(')'))
         };
+        let inner = call("label_values(")
+            .and_then(|args| args.rsplit_once(',').map(|(selector, _)| selector))
+            .or_else(|| call("query_result("));
         if let Some(expr) = inner {
             out.push(Query {
                 origin,

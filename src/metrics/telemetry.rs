@@ -109,7 +109,6 @@ pub struct AccountTelemetry {
     telemetry: Arc<Telemetry>,
     provider: &'static str,
     account: String,
-    mints_tokens: bool,
     seen: Mutex<Seen>,
 }
 
@@ -126,7 +125,6 @@ impl AccountTelemetry {
             telemetry,
             provider,
             account: account.to_owned(),
-            mints_tokens,
             seen: Mutex::new(Seen::default()),
         };
         {
@@ -233,9 +231,7 @@ impl AccountTelemetry {
             let _ = t.errors.remove_label_values(&[p, a, code, class.as_str()]);
         }
         let _ = t.clock_skew.remove_label_values(&[p, a]);
-        if self.mints_tokens {
-            let _ = t.token_refreshes.remove_label_values(&[p, a]);
-        }
+        let _ = t.token_refreshes.remove_label_values(&[p, a]);
     }
 }
 

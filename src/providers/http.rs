@@ -51,10 +51,6 @@ impl HttpClient {
             clock,
         })
     }
-
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
 }
 
 /// A response as read: status, headers and the whole (capped) body.
