@@ -313,9 +313,9 @@ impl Head {
     fn error(&self, response: &Response) -> ProviderError {
         let msg = self.msg.as_deref().map(str::trim).unwrap_or("");
         let code = self.code();
-        let documented = DOCUMENTED_ERRORS.iter().find(|(m, _)| *m == msg);
+        let documented = documented_msgs().find(|(m, _)| *m == msg);
         let (label, class) = match documented {
-            Some((m, class)) => ((*m).to_owned(), *class),
+            Some((m, class)) => (m.to_owned(), class),
             None => {
                 let is_name = !msg.is_empty()
                     && msg.len() <= 64
