@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -63,7 +64,10 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
+        // Events bridged from the `log` crate (reqwest, rustls) carry their real target in
+        // `log.*` fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut fields = Fields::default();
         event.record(&mut fields);
         write!(
@@ -99,11 +103,12 @@ impl Visit for Fields {
 
 impl Fields {
     fn record(&mut self, field: &Field, value: String) {
-        if field.name() == "message" {
-            self.message = Some(value);
-        } else {
-            let name = field.name().strip_prefix("log.").unwrap_or(field.name());
-            let _ = write!(self.rest, " {}={}", name, quote(&value));
+        match field.name() {
+            "message" => self.message = Some(value),
+            name if name.starts_with("log.") => {}
+            name => {
+                let _ = write!(self.rest, " {}={}", name, quote(&value));
+            }
         }
     }
 }

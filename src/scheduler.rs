@@ -187,7 +187,7 @@ impl AccountPoller {
                 account = name,
                 code = %e.code,
                 class = %e.class,
-                message = %e.message,
+                reason = %e.message,
                 "poll failed"
             ),
         }

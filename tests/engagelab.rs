@@ -571,3 +571,52 @@ async fn status_page_shows_accounts_balances_and_errors_and_readiness_follows_po
     assert!(page.contains("href=\"/metrics\""));
     assert_eq!(exporter.get("/nope").await.0, 404);
 }
+
+#[tokio::test]
+async fn refused_connections_and_tls_failures_have_their_own_codes() {
+    let (_sim, server) = simulator(Product::Sms, &[("key", "secret", "1", "0")]).await;
+    // A port that was just free: nothing listens there.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let tls_url = server.base_url().replace("http://", "https://");
+    let yaml = config(
+        "  poll_interval: 1h\n  request_timeout: 2s",
+        &[
+            account(
+                "refused",
+                "sms",
+                &format!("http://{closed}"),
+                "key",
+                "secret",
+            ),
+            account("not-tls", "sms", &tls_url, "key", "secret"),
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let tls = exporter.poll("not-tls").await.outcome.unwrap_err();
+    assert_eq!(
+        (tls.code.as_str(), tls.class.as_str()),
+        ("tls", "transport"),
+        "{tls}"
+    );
+    let refused = exporter.poll("refused").await.outcome.unwrap_err();
+    assert_eq!(
+        (refused.code.as_str(), refused.class.as_str()),
+        ("connect", "transport")
+    );
+    let m = exporter.scrape().await;
+    // A TLS failure is not retried; a refused connection is, up to 3 attempts.
+    assert_eq!(
+        m.expect("balance_api_requests_total", &[("account", "not-tls")]),
+        1.0
+    );
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "refused"), ("code", "connect")]
+        ),
+        3.0
+    );
+}

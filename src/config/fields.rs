@@ -134,6 +134,12 @@ impl<'p> Fields<'p> {
         self.problems.push(path, message);
     }
 
+    /// Records a problem with this mapping as a whole.
+    pub fn error_here(&mut self, message: impl fmt::Display) {
+        let path = self.path.clone();
+        self.problems.push(path, message);
+    }
+
     /// Records a problem at a path that is not a key of this mapping (a secret's source key).
     pub fn error_at(&mut self, path: &str, message: impl fmt::Display) {
         self.problems.push(path, message);

@@ -17,7 +17,7 @@ use rust_decimal::Decimal;
 
 pub use fields::{ConfigError, ConfigErrors, Fields, LoadedSecret, Problems};
 
-use crate::providers::{CurrencyScope, ProviderConfig};
+use crate::providers::{CurrencyScope, ProviderConfig, ProviderSettings};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -128,14 +128,7 @@ pub fn parse(text: &str, format: Format, base_dir: &Path) -> Result<Config, Conf
     let mut names = HashSet::new();
     let accounts = top
         .list("accounts", |path, value, problems| {
-            let account = read_account(&path, value, &global, problems)?;
-            if !names.insert(account.name.clone()) {
-                problems.push(
-                    format!("{path}.name"),
-                    format!("{:?} is used by an earlier account", account.name),
-                );
-            }
-            Some(account)
+            read_account(&path, value, &global, &mut names, problems)
         })
         .unwrap_or_default();
     top.finish();
@@ -180,10 +173,16 @@ fn read_account(
     path: &str,
     value: Value,
     global: &Global,
+    names: &mut HashSet<String>,
     problems: &mut Problems,
 ) -> Option<AccountConfig> {
     let mut fields = Fields::new(path, value, problems);
     let name = fields.required_string("name");
+    if let Some(name) = &name
+        && !names.insert(name.clone())
+    {
+        fields.error("name", format!("{name:?} is used by an earlier account"));
+    }
     if let Some(name) = &name
         && !name
             .chars()
@@ -219,102 +218,120 @@ fn read_account(
     })
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawThreshold {
-    kind: Option<String>,
-    currency: Option<String>,
-    #[serde(default, deserialize_with = "decimal")]
-    warning: Option<Decimal>,
-    #[serde(default, deserialize_with = "decimal")]
-    critical: Option<Decimal>,
-}
-
 fn read_thresholds(fields: &mut Fields<'_>, provider: &ProviderConfig) -> Vec<Threshold> {
     let provider = provider.settings();
-    let path = fields.path_of("thresholds");
-    let raw: Vec<RawThreshold> = fields.optional("thresholds").unwrap_or_default();
     let mut out: Vec<Threshold> = Vec::new();
-    for (i, raw) in raw.into_iter().enumerate() {
-        let at = |key: &str| format!("{path}[{i}].{key}");
-        let kind = match raw.kind {
-            None => Some(provider.default_threshold_kind()),
-            Some(kind) => match provider.kinds().iter().find(|k| **k == kind) {
-                Some(k) => Some(*k),
-                None => {
-                    fields.error_at(
-                        &at("kind"),
+    fields.list("thresholds", |path, value, problems| {
+        let mut item = Fields::new(path, value, problems);
+        let threshold = read_threshold(&mut item, provider);
+        match threshold {
+            Some(t)
+                if out
+                    .iter()
+                    .any(|o| o.kind == t.kind && o.currency == t.currency) =>
+            {
+                item.error_here("duplicate threshold for the same kind and currency")
+            }
+            Some(t) => out.push(t),
+            None => {}
+        }
+        item.finish();
+        Some(())
+    });
+    out
+}
+
+fn read_threshold(fields: &mut Fields<'_>, provider: &dyn ProviderSettings) -> Option<Threshold> {
+    let kind = match fields.optional::<String>("kind") {
+        None => Some(provider.default_threshold_kind()),
+        Some(kind) => {
+            let found = provider.kinds().iter().find(|k| **k == kind).copied();
+            if found.is_none() {
+                fields.error(
+                    "kind",
+                    format!(
+                        "{kind:?} is not a balance kind of this provider (one of: {})",
+                        provider.kinds().join(", ")
+                    ),
+                );
+            }
+            found
+        }
+    };
+    let currency = match (
+        fields.optional::<String>("currency"),
+        provider.currency_scope(),
+    ) {
+        (Some(c), scope) => {
+            let c = c.trim().to_ascii_uppercase();
+            match scope {
+                _ if !is_currency_code(&c) => {
+                    fields.error("currency", format!("{c:?} is not a currency code"));
+                    None
+                }
+                CurrencyScope::Fixed(list) if !list.contains(&c) => {
+                    fields.error(
+                        "currency",
                         format!(
-                            "{kind:?} is not a balance kind of this provider (one of: {})",
-                            provider.kinds().join(", ")
+                            "{c} is not among the account's currencies ({})",
+                            list.join(", ")
                         ),
                     );
                     None
                 }
-            },
-        };
-        let currency = match (raw.currency, provider.currency_scope()) {
-            (Some(c), scope) => {
-                let c = c.trim().to_ascii_uppercase();
-                if !is_currency_code(&c) {
-                    fields.error_at(&at("currency"), format!("{c:?} is not a currency code"));
-                    None
-                } else if let CurrencyScope::Fixed(list) = &scope {
-                    if list.contains(&c) {
-                        Some(Some(c))
-                    } else {
-                        fields.error_at(
-                            &at("currency"),
-                            format!(
-                                "{c} is not among the account's currencies ({})",
-                                list.join(", ")
-                            ),
-                        );
-                        None
-                    }
-                } else {
-                    Some(Some(c))
-                }
+                _ => Some(Some(c)),
             }
-            (None, CurrencyScope::Fixed(list)) if list.len() == 1 => Some(Some(list[0].clone())),
-            (None, CurrencyScope::SingleFromProvider) => Some(None),
-            (None, _) => {
-                fields.error_at(
-                    &at("currency"),
-                    "required: this account has more than one currency",
-                );
-                None
-            }
-        };
-        if raw.warning.is_none() && raw.critical.is_none() {
-            fields.error_at(&format!("{path}[{i}]"), "give warning, critical or both");
         }
-        if let (Some(w), Some(c)) = (raw.warning, raw.critical)
-            && w < c
-        {
-            fields.error_at(
-                &at("warning"),
-                format!("{w} is below the critical threshold {c}"),
+        (None, CurrencyScope::Fixed(list)) if list.len() == 1 => Some(Some(list[0].clone())),
+        (None, CurrencyScope::SingleFromProvider) => Some(None),
+        (None, _) => {
+            fields.error(
+                "currency",
+                "required: this account has more than one currency",
             );
+            None
         }
-        let (Some(kind), Some(currency)) = (kind, currency) else {
-            continue;
-        };
-        if out.iter().any(|t| t.kind == kind && t.currency == currency) {
-            fields.error_at(
-                &format!("{path}[{i}]"),
-                "duplicate threshold for the same kind and currency",
-            );
-            continue;
-        }
-        out.push(Threshold {
-            kind,
-            currency,
-            warning: raw.warning,
-            critical: raw.critical,
-        });
+    };
+    let warning = fields.optional::<ConfigDecimal>("warning").map(|d| d.0);
+    let critical = fields.optional::<ConfigDecimal>("critical").map(|d| d.0);
+    match (warning, critical) {
+        (None, None) => fields.error_here("give warning, critical or both"),
+        (Some(w), Some(c)) if w < c => fields.error(
+            "warning",
+            format!("{w} is below the critical threshold {c}"),
+        ),
+        _ => {}
     }
-    out
+    Some(Threshold {
+        kind: kind?,
+        currency: currency?,
+        warning,
+        critical,
+    })
+}
+
+/// A number in the config (`100`, `99.5` or `"99.50"`) as a decimal.
+struct ConfigDecimal(Decimal);
+
+impl<'de> serde::Deserialize<'de> for ConfigDecimal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Int(i64),
+            Float(f64),
+            Text(String),
+        }
+        let parsed = match Written::deserialize(d)? {
+            Written::Int(i) => Ok(Decimal::from(i)),
+            // YAML has already made the text a float; its shortest form is what was written.
+            Written::Float(f) => f.to_string().parse::<Decimal>(),
+            Written::Text(t) => t.trim().parse::<Decimal>(),
+        };
+        parsed
+            .map(ConfigDecimal)
+            .map_err(|_| serde::de::Error::custom("expected a number such as 100 or 99.5"))
+    }
 }
 
 /// Three ASCII letters, as ISO 4217 codes are.
@@ -322,24 +339,232 @@ pub fn is_currency_code(code: &str) -> bool {
     code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase())
 }
 
-/// A number in the config (`100`, `99.5` or `"99.50"`) as a decimal.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum ConfigNumber {
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn decimal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    use serde::Deserialize;
-    let parsed = match ConfigNumber::deserialize(d)? {
-        ConfigNumber::Int(i) => Ok(Decimal::from(i)),
-        // YAML has already turned the text into a float; its shortest form is what was written.
-        ConfigNumber::Float(f) => f.to_string().parse::<Decimal>(),
-        ConfigNumber::Text(t) => t.trim().parse::<Decimal>(),
-    };
-    parsed
-        .map(Some)
-        .map_err(|_| serde::de::Error::custom("expected a number such as 100 or 99.5"))
+    fn parse_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        parse(text, Format::Yaml, Path::new("/nonexistent"))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        parse_yaml(text)
+            .expect_err("config should be invalid")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const SMS: &str = "
+accounts:
+  - name: sms-main
+    provider: engagelab
+    product: sms
+    dev_key: key
+    dev_secret: s3cr3t-value
+";
+
+    #[test]
+    fn defaults_apply_and_secrets_stay_hidden() {
+        let config = parse_yaml(SMS).unwrap();
+        assert_eq!(config.global, Global::default());
+        let account = &config.accounts[0];
+        assert_eq!(account.poll_interval, Duration::from_secs(60));
+        let ProviderConfig::EngageLab(c) = &account.provider;
+        assert_eq!(c.currency, "USD");
+        assert_eq!(c.base_url.as_str(), "https://smsapi.engagelab.com/");
+        assert_eq!(c.dev_secret.expose(), "s3cr3t-value");
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        assert_eq!(account.secrets.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let found = problems(
+            "
+global:
+  poll_interval: soon
+  max_concurrent_requests: 0
+  colour: blue
+accounts:
+  - name: ok
+    provider: engagelab
+    product: sms
+    dev_key: k
+    dev_secret: s
+  - name: bad name
+    provider: engagelab
+    product: fax
+    dev_key: k
+    dev_secret: s
+    dev_secret_env: ALSO
+    base_url: ftp://example.com
+    thresholds:
+      - kind: bonus
+        warning: 1
+      - warning: 1
+        critical: 5
+      - currency: EUR
+        warning: lots
+  - name: ok
+    provider: paypal
+  - provider: engagelab
+    product: sms
+    dev_key: k
+    dev_secret_file: missing-file
+",
+        );
+        let expect = [
+            "global.poll_interval: expected a duration like 30s, 5m or 1h, found \"soon\"",
+            "global.max_concurrent_requests: must be at least 1",
+            "global.colour: unknown key",
+            "accounts[1].name: \"bad name\" may only contain",
+            "accounts[1].product: \"fax\" is not a product (sms or otp)",
+            "accounts[1].dev_secret: give only one of dev_secret, dev_secret_file or dev_secret_env",
+            "accounts[1].base_url: \"ftp://example.com\" is not an http(s) URL",
+            "accounts[2].provider: unknown provider \"paypal\"",
+            "accounts[3].name: required but missing",
+            "accounts[3].dev_secret_file: cannot read /nonexistent/missing-file",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in:\n{}",
+                found.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn threshold_problems_name_the_threshold() {
+        let found = problems(&format!(
+            "{SMS}    thresholds:
+      - kind: bonus
+        warning: 1
+      - warning: 1
+        critical: 5
+      - currency: EUR
+        warning: 3
+      - critical: lots
+      - kind: gift
+"
+        ));
+        let expect = [
+            "accounts[0].thresholds[0].kind: \"bonus\" is not a balance kind of this provider (one of: normal, gift, total)",
+            "accounts[0].thresholds[1].warning: 1 is below the critical threshold 5",
+            "accounts[0].thresholds[2].currency: EUR is not among the account's currencies (USD)",
+            "accounts[0].thresholds[3].critical: expected a number",
+            "accounts[0].thresholds[4]: give warning, critical or both",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in:\n{}",
+                found.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_thresholds_are_refused() {
+        let twice = format!("{SMS}{}", SMS.replace("accounts:\n", ""));
+        assert!(
+            problems(&twice)
+                .iter()
+                .any(|p| p.starts_with("accounts[1].name: \"sms-main\" is used by an earlier"))
+        );
+        let found = problems(&format!(
+            "{SMS}    thresholds:\n      - warning: 2\n      - kind: total\n        critical: 1\n"
+        ));
+        assert!(found[0].starts_with("accounts[0].thresholds[1]: duplicate threshold"));
+    }
+
+    #[test]
+    fn secrets_from_files_and_environment() {
+        let dir = std::env::temp_dir().join(format!("be-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), "from-file\r\n").unwrap();
+        // SAFETY: only this test reads or writes this variable.
+        unsafe { std::env::set_var("BE_TEST_SECRET_ONLY_HERE", "from-env") };
+        let text = "
+accounts:
+  - name: a
+    provider: engagelab
+    product: sms
+    dev_key: k
+    dev_secret_file: secret
+  - name: b
+    provider: engagelab
+    product: otp
+    dev_key: k
+    dev_secret_env: BE_TEST_SECRET_ONLY_HERE
+";
+        let config = parse(text, Format::Yaml, &dir).unwrap();
+        let secret = |i: usize| match &config.accounts[i].provider {
+            ProviderConfig::EngageLab(c) => c.dev_secret.expose().to_owned(),
+        };
+        assert_eq!(secret(0), "from-file");
+        assert_eq!(secret(1), "from-env");
+        let missing = parse(
+            &text.replace("BE_TEST_SECRET_ONLY_HERE", "BE_NOT_SET_ANYWHERE"),
+            Format::Yaml,
+            &dir,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            missing,
+            "accounts[1].dev_secret_env: environment variable BE_NOT_SET_ANYWHERE is not set"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn toml_reads_the_same_shape() {
+        let text = r#"
+[global]
+poll_interval = "5m"
+stale_after = "1h"
+
+[[accounts]]
+name = "otp"
+provider = "engagelab"
+product = "otp"
+dev_key = "k"
+dev_secret = "s"
+poll_interval = "90s"
+
+[[accounts.thresholds]]
+warning = 100.5
+"#;
+        let config = parse(text, Format::Toml, Path::new(".")).unwrap();
+        assert_eq!(config.global.poll_interval, Duration::from_secs(300));
+        assert_eq!(config.global.stale_after, Duration::from_secs(3600));
+        let account = &config.accounts[0];
+        assert_eq!(account.poll_interval, Duration::from_secs(90));
+        assert_eq!(account.thresholds[0].warning, Some(Decimal::new(1005, 1)));
+        assert_eq!(account.thresholds[0].currency, None);
+        assert_eq!(account.thresholds[0].kind, "total");
+    }
+
+    #[test]
+    fn an_empty_or_unparsable_file_says_so() {
+        assert_eq!(
+            parse_yaml("").unwrap_err().to_string(),
+            "accounts: at least one account is required"
+        );
+        assert!(
+            parse_yaml("accounts: [")
+                .unwrap_err()
+                .to_string()
+                .starts_with("cannot parse the file")
+        );
+        assert!(
+            parse_yaml("accounts: 3")
+                .unwrap_err()
+                .to_string()
+                .starts_with("accounts: expected a list")
+        );
+    }
 }

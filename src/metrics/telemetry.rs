@@ -109,7 +109,6 @@ pub struct AccountTelemetry {
     telemetry: Arc<Telemetry>,
     provider: &'static str,
     account: String,
-    mints_tokens: bool,
     seen: Mutex<Seen>,
 }
 
@@ -126,7 +125,6 @@ impl AccountTelemetry {
             telemetry,
             provider,
             account: account.to_owned(),
-            mints_tokens,
             seen: Mutex::new(Seen::default()),
         };
         {
@@ -233,8 +231,76 @@ impl AccountTelemetry {
             let _ = t.errors.remove_label_values(&[p, a, code, class.as_str()]);
         }
         let _ = t.clock_skew.remove_label_values(&[p, a]);
-        if self.mints_tokens {
-            let _ = t.token_refreshes.remove_label_values(&[p, a]);
+        let _ = t.token_refreshes.remove_label_values(&[p, a]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_series(t: &Telemetry) -> Vec<(String, String, f64)> {
+        let families = t.gather();
+        let errors = families
+            .iter()
+            .find(|f| f.name() == "balance_api_errors_total")
+            .expect("errors family");
+        errors
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                (label("code"), label("class"), m.get_counter().value())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documented_codes_start_at_zero_and_codes_past_the_limit_become_other() {
+        let telemetry = Telemetry::new();
+        let account = AccountTelemetry::new(
+            telemetry.clone(),
+            "engagelab",
+            "a",
+            &[("2001", ErrorClass::Auth), ("1000", ErrorClass::Server)],
+            false,
+        );
+        let series = error_series(&telemetry);
+        assert_eq!(series.len(), 2);
+        assert!(series.iter().all(|(_, _, v)| *v == 0.0));
+
+        for i in 0..30 {
+            account.count_error(&ProviderError::new(
+                format!("E{i}"),
+                ErrorClass::Client,
+                "x",
+            ));
         }
+        account.count_error(&ProviderError::new("2001", ErrorClass::Auth, "x"));
+        let series = error_series(&telemetry);
+        let distinct: BTreeSet<&str> = series.iter().map(|(c, _, _)| c.as_str()).collect();
+        assert_eq!(distinct.len(), MAX_CODES_PER_ACCOUNT + 1, "{distinct:?}");
+        let other = series.iter().find(|(c, _, _)| c == OTHER_CODE).unwrap();
+        // 2 documented + 18 new codes fill the 20; the remaining 12 are "other".
+        assert_eq!((other.1.as_str(), other.2), ("client", 12.0));
+        let auth = series.iter().find(|(c, _, _)| c == "2001").unwrap();
+        assert_eq!(auth.2, 1.0, "known codes keep counting past the limit");
+
+        account.remove();
+        assert!(error_series_or_empty(&telemetry).is_empty());
+    }
+
+    fn error_series_or_empty(t: &Telemetry) -> Vec<String> {
+        t.gather()
+            .iter()
+            .filter(|f| f.name() == "balance_api_errors_total")
+            .flat_map(|f| f.get_metric().iter().map(|m| format!("{m:?}")))
+            .collect()
     }
 }

@@ -51,10 +51,6 @@ impl HttpClient {
             clock,
         })
     }
-
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
 }
 
 /// A response as read: status, headers and the whole (capped) body.
@@ -291,16 +287,37 @@ fn body_too_large() -> ProviderError {
 fn transport_error(error: reqwest::Error) -> ProviderError {
     let timed_out = error.is_timeout();
     // Without the URL: the log needs the failure, not the endpoint's address again.
-    let chain = error_chain(&error.without_url());
+    let error = error.without_url();
+    let chain = error_chain(&error);
     if timed_out {
         return ProviderError::new("timeout", ErrorClass::Transport, "request timed out");
     }
-    let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        // A bad certificate does not fix itself between attempts.
+    if is_tls_failure(&error) {
+        // A bad certificate or a server that does not speak TLS does not fix itself between
+        // attempts.
         return ProviderError::new("tls", ErrorClass::Transport, chain).final_attempt();
     }
     ProviderError::new("connect", ErrorClass::Transport, chain)
+}
+
+/// Whether a rustls error is somewhere in the chain. `io::Error` hides the error it wraps from
+/// `source()`, so it is looked into explicitly.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && is_tls_failure(inner)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// The error and its sources in one line.

@@ -371,6 +371,17 @@ impl Daemon {
         }
     }
 
+    /// Waits until every one of `wanted` has matched some stderr line from now on.
+    pub fn wait_for_each(&mut self, wanted: &[&dyn Fn(&str) -> bool]) {
+        let mut seen = vec![false; wanted.len()];
+        while seen.iter().any(|s| !s) {
+            let line = self.wait_for_line(|l| wanted.iter().any(|w| w(l)));
+            for (i, w) in wanted.iter().enumerate() {
+                seen[i] |= w(&line);
+            }
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

@@ -31,8 +31,7 @@ const DOCUMENTED_ERRORS: &[(&str, ErrorClass)] = &[
     ("2002", ErrorClass::Auth),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Product {
     Sms,
     Otp,
@@ -50,12 +49,27 @@ pub struct Config {
 
 impl Config {
     pub fn read(fields: &mut Fields<'_>) -> Option<Config> {
-        let product: Option<Product> = fields.required("product");
+        let product = match fields.required::<String>("product").as_deref() {
+            Some("sms") => Some(Product::Sms),
+            Some("otp") => Some(Product::Otp),
+            Some(other) => {
+                fields.error(
+                    "product",
+                    format!("{other:?} is not a product (sms or otp)"),
+                );
+                None
+            }
+            None => None,
+        };
+        let default_base = match product {
+            Some(Product::Otp) => OTP_BASE_URL,
+            _ => SMS_BASE_URL,
+        };
+        let base_url = fields.base_url(Some(default_base));
         let dev_key = fields.required_string("dev_key");
         let dev_secret = fields.secret("dev_secret");
         let currency: Option<String> = fields.optional("currency");
-        let product = product?;
-        if product == Product::Otp && currency.is_some() {
+        if product == Some(Product::Otp) && currency.is_some() {
             fields.error(
                 "currency",
                 "only for product sms: OTP answers carry their currency",
@@ -68,14 +82,9 @@ impl Config {
                 format!("{currency:?} is not a currency code like USD"),
             );
         }
-        let default_base = match product {
-            Product::Sms => SMS_BASE_URL,
-            Product::Otp => OTP_BASE_URL,
-        };
-        let base_url = fields.base_url(Some(default_base))?;
         Some(Config {
-            product,
-            base_url,
+            product: product?,
+            base_url: base_url?,
             dev_key: dev_key?,
             dev_secret: dev_secret?.value,
             currency,

@@ -1,0 +1,366 @@
+//! The binary as users run it: `--config.check`, `--once`, the daemon (logs, pages, reload)
+//! and `--demo`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use balance_exporter::providers::engagelab::Product;
+use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
+use balance_exporter::sim::{Ledger, SimServer};
+use base64::Engine as _;
+use common::{Daemon, Exposition, TempDir, assert_promtool_clean, get, run_binary};
+use rust_decimal::Decimal;
+
+async fn sms_simulator(accounts: &[(&str, &str)]) -> (Arc<EngageLabSim>, SimServer) {
+    let sim = EngageLabSim::new(Product::Sms);
+    for (key, secret) in accounts {
+        sim.add_account(
+            key,
+            SimAccount::new(
+                secret,
+                Ledger::fixed(Decimal::new(4200, 2)),
+                Ledger::fixed(Decimal::ZERO),
+            ),
+        );
+    }
+    let server = sim.start().await.unwrap();
+    (sim, server)
+}
+
+/// Runs the binary off the async runtime, so the in-process simulator keeps answering.
+async fn run(args: Vec<String>, env: Vec<(String, String)>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_binary(&args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn config_check_prints_every_problem_with_its_path() {
+    let dir = TempDir::new("check-bad");
+    let path = dir.write(
+        "bad.yml",
+        "
+global:
+  poll_interval: often
+accounts:
+  - name: sms
+    provider: engagelab
+    product: sms
+    dev_key: k
+    dev_secret_file: /nonexistent/secret
+  - name: sms
+    provider: engagelab
+    product: otp
+    dev_key: k
+    dev_secret: s
+    surprise: 1
+",
+    );
+    let (code, stdout, stderr) = run(
+        args(&["--config.check", "--config.file", path.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for expected in [
+        "global.poll_interval: expected a duration",
+        "accounts[0].dev_secret_file: cannot read /nonexistent/secret",
+        "accounts[1].surprise: unknown key",
+        "accounts[1].name: \"sms\" is used by an earlier account",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn config_check_accepts_a_valid_file_and_polls_nothing() {
+    let (_sim, server) = sms_simulator(&[("k", "s")]).await;
+    let dir = TempDir::new("check-ok");
+    dir.write("secret", "s\n");
+    let path = dir.write(
+        "ok.toml",
+        &format!(
+            r#"
+[[accounts]]
+name = "sms"
+provider = "engagelab"
+product = "sms"
+base_url = "{}"
+dev_key = "k"
+dev_secret_file = "secret"
+"#,
+            server.base_url()
+        ),
+    );
+    let (code, stdout, stderr) = run(
+        args(&["--config.check", "--config.file", path.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("configuration is valid (1 accounts)"),
+        "{stdout}"
+    );
+    assert_eq!(server.request_count(), 0);
+
+    let missing = dir.0.join("absent.yml");
+    let (code, _, stderr) = run(
+        args(&["--config.check", "--config.file", missing.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[tokio::test]
+async fn once_prints_the_exposition_and_fails_when_an_account_fails() {
+    let (_sim, server) = sms_simulator(&[("good", "right")]).await;
+    let dir = TempDir::new("once");
+    let account = |name: &str, secret: &str| {
+        format!(
+            "
+  - name: {name}
+    provider: engagelab
+    product: sms
+    base_url: {}
+    dev_key: good
+    dev_secret: {secret}",
+            server.base_url()
+        )
+    };
+    let good = dir.write(
+        "good.yml",
+        &format!("accounts:{}", account("good", "right")),
+    );
+    let (code, stdout, stderr) = run(
+        args(&["--once", "--config.file", good.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let m = Exposition::parse(&stdout);
+    assert_eq!(
+        m.expect("balance_amount", &[("account", "good"), ("kind", "normal")]),
+        42.0
+    );
+    assert_promtool_clean(&stdout);
+
+    let mixed = dir.write(
+        "mixed.yml",
+        &format!(
+            "accounts:{}{}",
+            account("good", "right"),
+            account("bad", "wrong")
+        ),
+    );
+    let (code, stdout, _) = run(
+        args(&["--once", "--config.file", mixed.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1);
+    let m = Exposition::parse(&stdout);
+    assert_eq!(m.expect("balance_up", &[("account", "good")]), 1.0);
+    assert_eq!(m.expect("balance_up", &[("account", "bad")]), 0.0);
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_metrics_or_the_status_page() {
+    let secrets = [
+        "inline-Secret-9f2c",
+        "file-Secret-71aa",
+        "env-Secret-c03d",
+        "wrong-Secret-5e5e",
+    ];
+    let (_sim, server) = sms_simulator(&[
+        ("key-inline", secrets[0]),
+        ("key-file", secrets[1]),
+        ("key-env", secrets[2]),
+    ])
+    .await;
+    let dir = TempDir::new("secrets");
+    dir.write("secret", &format!("{}\n", secrets[1]));
+    let base = server.base_url();
+    let path = dir.write(
+        "config.yml",
+        &format!(
+            "
+accounts:
+  - {{name: a-inline, provider: engagelab, product: sms, base_url: '{base}', dev_key: key-inline, dev_secret: {s0}}}
+  - {{name: a-file, provider: engagelab, product: sms, base_url: '{base}', dev_key: key-file, dev_secret_file: secret}}
+  - {{name: a-env, provider: engagelab, product: sms, base_url: '{base}', dev_key: key-env, dev_secret_env: BE_TEST_SECRET}}
+  - {{name: a-wrong, provider: engagelab, product: sms, base_url: '{base}', dev_key: key-inline, dev_secret: {s3}}}
+",
+            s0 = secrets[0],
+            s3 = secrets[3],
+        ),
+    );
+    let config = path.to_str().unwrap().to_owned();
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        let mut daemon = Daemon::spawn_with_env(
+            &["--config.file", &config, "--log.level", "trace"],
+            &[("BE_TEST_SECRET", secrets[2])],
+        );
+        let polled = |account: &'static str| {
+            move |l: &str| l.contains("msg=\"poll ") && l.contains(&format!("account={account} "))
+        };
+        let (a, b, c, d) = (
+            polled("a-inline"),
+            polled("a-file"),
+            polled("a-env"),
+            polled("a-wrong"),
+        );
+        daemon.wait_for_each(&[&a, &b, &c, &d]);
+        daemon
+    })
+    .await
+    .unwrap();
+    let (_, metrics) = get(daemon.addr, "/metrics").await;
+    let (_, page) = get(daemon.addr, "/").await;
+    assert!(metrics.contains("account=\"a-wrong\""), "{metrics}");
+    assert!(page.contains("a-env"), "{page}");
+    let log = tokio::task::spawn_blocking(move || {
+        let _ = &mut daemon;
+        daemon.stop()
+    })
+    .await
+    .unwrap();
+    assert!(
+        log.contains("level=trace"),
+        "the log was captured at trace level"
+    );
+    for (i, secret) in secrets.iter().enumerate() {
+        let key = ["key-inline", "key-file", "key-env", "key-inline"][i];
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"));
+        for (what, text) in [("log", &log), ("/metrics", &metrics), ("/", &page)] {
+            assert!(!text.contains(secret), "{what} shows secret {secret}");
+            assert!(
+                !text.contains(&basic),
+                "{what} shows the Authorization value of {key}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reload_applies_a_valid_config_and_keeps_running_on_a_broken_one() {
+    let (_sim, server) = sms_simulator(&[("k1", "s1"), ("k2", "s2")]).await;
+    let dir = TempDir::new("reload");
+    let account = |name: &str, key: &str, secret: &str| {
+        format!(
+            "\n  - {{name: {name}, provider: engagelab, product: sms, base_url: '{}', dev_key: {key}, dev_secret: {secret}}}",
+            server.base_url()
+        )
+    };
+    let path = dir.write(
+        "config.yml",
+        &format!("accounts:{}", account("first", "k1", "s1")),
+    );
+    let config = path.to_str().unwrap().to_owned();
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        let mut d = Daemon::spawn(&["--config.file", &config, "--log.level", "debug"]);
+        d.wait_for_line(|l| l.contains("msg=\"poll succeeded\"") && l.contains("account=first "));
+        d
+    })
+    .await
+    .unwrap();
+
+    let post = |addr| async move {
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/-/reload"))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    dir.write(
+        "config.yml",
+        &format!(
+            "accounts:{}{}",
+            account("first", "k1", "s1"),
+            account("second", "k2", "s2")
+        ),
+    );
+    assert_eq!(post(daemon.addr).await.0, 200);
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        daemon.wait_for_line(|l| {
+            l.contains("msg=\"poll succeeded\"") && l.contains("account=second ")
+        });
+        daemon
+    })
+    .await
+    .unwrap();
+    let m = Exposition::parse(&get(daemon.addr, "/metrics").await.1);
+    assert!(
+        m.value("balance_up", &[("account", "second")]).is_some(),
+        "{}",
+        m.text
+    );
+
+    dir.write(
+        "config.yml",
+        "accounts:\n  - name: broken\n    provider: nope\n",
+    );
+    let (status, body) = post(daemon.addr).await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("accounts[0].provider: unknown provider"),
+        "{body}"
+    );
+    let m = Exposition::parse(&get(daemon.addr, "/metrics").await.1);
+    assert_eq!(
+        m.find("balance_up", &[]).len(),
+        2,
+        "the running config stays"
+    );
+    let log = tokio::task::spawn_blocking(move || {
+        let _ = &mut daemon;
+        daemon.stop()
+    })
+    .await
+    .unwrap();
+    assert!(log.contains("reload failed"), "{log}");
+}
+
+#[test]
+fn demo_shows_balances_within_five_seconds() {
+    let started = Instant::now();
+    let mut daemon = Daemon::spawn(&["--demo", "--log.level", "debug"]);
+    let url_line = daemon.wait_for_line(|l| l.contains("msg=\"demo running"));
+    assert!(url_line.contains("url=http://127.0.0.1:"), "{url_line}");
+    daemon
+        .wait_for_line(|l| l.contains("msg=\"poll succeeded\"") && l.contains("account=sms-main "));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = runtime.block_on(get(daemon.addr, "/metrics"));
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200);
+    let m = Exposition::parse(&body);
+    let total = m.expect(
+        "balance_amount",
+        &[
+            ("provider", "engagelab"),
+            ("account", "sms-main"),
+            ("kind", "total"),
+        ],
+    );
+    assert!(total > 100.0 && total <= 125.0, "{total}");
+    assert!(elapsed.as_secs_f64() < 5.0, "balances after {elapsed:?}");
+    let (_, page) = runtime.block_on(get(daemon.addr, "/"));
+    assert!(page.contains("sms-main"), "{page}");
+    assert_promtool_clean(&body);
+}
