@@ -305,15 +305,14 @@ fn currency_mixing(expr: &str) -> Vec<String> {
                 }
             }
             Tok::Ident("ignoring") if mentions_money(&toks) => {
-                if let Some(close) = closing(&toks, i + 1) {
-                    if toks[i + 2..close]
+                if let Some(close) = closing(&toks, i + 1)
+                    && toks[i + 2..close]
                         .iter()
                         .any(|(_, t)| *t == Tok::Ident("currency"))
-                    {
-                        problems.push(
-                            "`ignoring(currency)` matches amounts of different currencies".into(),
-                        );
-                    }
+                {
+                    problems.push(
+                        "`ignoring(currency)` matches amounts of different currencies".into(),
+                    );
                 }
             }
             _ => {}
@@ -409,11 +408,11 @@ fn expand_variables(expr: &str, defined: &BTreeSet<String>) -> Result<String, St
                 .find("]]")
                 .ok_or_else(|| format!("unclosed [[ in {expr}"))?;
             (body[..end].split(':').next().unwrap_or_default(), end + 4)
-        } else if tail.starts_with('$') {
-            let n = tail[1..]
+        } else if let Some(name) = tail.strip_prefix('$') {
+            let n = name
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len() - 1);
-            (&tail[1..1 + n], n + 1)
+                .unwrap_or(name.len());
+            (&name[..n], n + 1)
         } else {
             out.push('[');
             rest = &tail[1..];
@@ -482,14 +481,10 @@ fn queries(d: &Value) -> Vec<Query> {
             .and_then(|a| a.strip_suffix(')'))
         {
             args.rsplit_once(',').map(|(sel, _)| sel)
-        } else if let Some(e) = q
-            .trim()
-            .strip_prefix("query_result(")
-            .and_then(|a| a.strip_suffix(')'))
-        {
-            Some(e)
         } else {
-            None
+            q.trim()
+                .strip_prefix("query_result(")
+                .and_then(|a| a.strip_suffix(')'))
         };
         if let Some(expr) = inner {
             out.push(Query {
