@@ -295,6 +295,7 @@ impl UqPay {
                 self.balances(x, token.value()).await.map_err(|f| {
                     let mut error = f.error;
                     if f.unauthorized {
+                        token.mark_refused_when_new();
                         error.message = format!("{} (again with a new token)", error.message);
                     }
                     error

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub struct Token {
     generation: u64,
     expires_at: Instant,
     refresh_at: Instant,
+    /// Refused on the retry that follows a 401, right after it was minted: the key itself is
+    /// refused rather than taken over by another process, so a later refusal is no news.
+    refused_when_new: AtomicBool,
 }
 
 impl Token {
@@ -63,6 +67,11 @@ impl Token {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Notes that the provider refused this token on the retry after a 401.
+    pub fn mark_refused_when_new(&self) {
+        self.refused_when_new.store(true, Ordering::Relaxed);
     }
 }
 
@@ -156,7 +165,8 @@ impl SlotGuard<'_> {
         if let (Some(rejected), Some(current)) = (rejected, &self.state.token)
             && current.generation == rejected.generation
         {
-            rejected_early = now < current.expires_at;
+            rejected_early =
+                now < current.expires_at && !current.refused_when_new.load(Ordering::Relaxed);
             self.state.token = None;
         }
         match &self.state.token {
@@ -231,6 +241,7 @@ impl SlotGuard<'_> {
             generation: self.state.generations,
             expires_at: requested_at + lifetime,
             refresh_at: requested_at + lifetime - refresh_margin(lifetime),
+            refused_when_new: AtomicBool::new(false),
         });
         tracing::info!(
             account,
@@ -323,6 +334,17 @@ mod tests {
             guard.usable(Some(&second), Instant::now()),
             Usable::Mint {
                 rejected_early: true
+            }
+        ));
+        // A token refused right after its mint: the key is refused, no takeover to warn of.
+        drop(guard);
+        let third = mint_into(&slot, "three", HALF_HOUR).await;
+        third.mark_refused_when_new();
+        let mut guard = slot.lock(Instant::now() + FAR).await.unwrap();
+        assert!(matches!(
+            guard.usable(Some(&third), Instant::now()),
+            Usable::Mint {
+                rejected_early: false
             }
         ));
         // Dropped: even without a rejection it is not handed out again.
