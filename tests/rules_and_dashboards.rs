@@ -10,6 +10,7 @@
 //! A missing tool skips its test with a message, unless `BALANCE_EXPORTER_CI=1`: then it fails.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -123,7 +124,8 @@ fn tool(name: &str, package: &str) -> Option<PathBuf> {
     if found.is_none() {
         let msg = format!("`{name}` not found on PATH (install {package})");
         assert!(!ci(), "{msg}; BALANCE_EXPORTER_CI=1 forbids skipping");
-        eprintln!("SKIPPED: {msg}");
+        // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
     }
     found
 }
