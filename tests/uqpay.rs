@@ -240,17 +240,18 @@ async fn many_polls_within_a_token_lifetime_mint_once() {
 #[tokio::test]
 async fn a_token_is_refreshed_before_it_expires_with_no_failed_request() {
     let (sim, server) = simulator(vec![(CLIENT, vec![balance("SGD", "1")])]).await;
-    sim.set_token_lifetime(Duration::from_secs(3));
+    // Replaced a quarter of its lifetime (2 s) before it ends: slack for a loaded machine.
+    sim.set_token_lifetime(Duration::from_secs(8));
     let yaml = config(
         "  poll_interval: 1s",
         &[account("acq", &server, CLIENT, "")],
     );
     let mut exporter = Exporter::start(&yaml).await;
-    for event in exporter.polls("acq", 6).await {
+    for event in exporter.polls("acq", 8).await {
         event.outcome.unwrap();
     }
     let mints = sim.mints(CLIENT);
-    assert!(mints >= 2, "{mints} mints in about 5 s of 3 s tokens");
+    assert!(mints >= 2, "{mints} mints in about 7 s of 8 s tokens");
     let m = exporter.scrape().await;
     assert_eq!(
         m.expect("balance_token_refreshes_total", &[("account", "acq")]),
@@ -465,8 +466,10 @@ async fn retry_after_is_honoured_in_seconds_and_as_a_date() {
         c.faults.next(Fault::code("too_many_requests"), 1);
     });
     sim.update("date", |c| {
+        // Whole seconds, and the poll starts up to half a second late: at least 1.5 s ahead
+        // when the 429 arrives.
         c.retry_after = Some(httpdate::fmt_http_date(
-            SystemTime::now() + Duration::from_secs(2),
+            SystemTime::now() + Duration::from_secs(3),
         ));
         c.faults.next(Fault::code("too_many_requests"), 1);
     });
@@ -526,7 +529,7 @@ async fn a_retry_after_beyond_the_poll_budget_ends_the_poll_at_once() {
     assert_eq!(count(&server, is_list_call), 1);
     let m = exporter.scrape().await;
     let took = m.expect("balance_poll_duration_seconds", &[("account", "acq")]);
-    assert!(took < 1.0, "the poll waited {took}s");
+    assert!(took < 2.0, "the poll waited {took}s");
 }
 
 #[tokio::test]
