@@ -7,6 +7,7 @@
 
 pub mod engagelab;
 pub mod http;
+pub mod uqpay;
 
 use std::fmt;
 use std::sync::Arc;
@@ -67,19 +68,27 @@ pub struct ProviderEntry {
     pub demo: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
 }
 
-pub const PROVIDERS: &[ProviderEntry] = &[ProviderEntry {
-    name: "engagelab",
-    read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
-    demo: || Box::pin(engagelab::sim::demo()),
-}];
+pub const PROVIDERS: &[ProviderEntry] = &[
+    ProviderEntry {
+        name: "engagelab",
+        read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
+        demo: || Box::pin(engagelab::sim::demo()),
+    },
+    ProviderEntry {
+        name: "uqpay",
+        read: |fields| uqpay::Config::read(fields).map(ProviderConfig::UqPay),
+        demo: || Box::pin(uqpay::sim::demo()),
+    },
+];
 
 /// Names accepted in `provider:` that are specified but not implemented yet.
-const PLANNED: &[&str] = &["payby", "uqpay", "onerway"];
+const PLANNED: &[&str] = &["payby", "onerway"];
 
 /// An account's provider-specific configuration.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
     EngageLab(engagelab::Config),
+    UqPay(uqpay::Config),
 }
 
 impl ProviderConfig {
@@ -109,6 +118,7 @@ impl ProviderConfig {
     pub fn settings(&self) -> &dyn ProviderSettings {
         match self {
             ProviderConfig::EngageLab(c) => c,
+            ProviderConfig::UqPay(c) => c,
         }
     }
 }
