@@ -9,6 +9,7 @@ pub mod engagelab;
 pub mod http;
 pub mod onerway;
 pub mod payby;
+pub mod uqpay;
 pub mod wire;
 
 use std::fmt;
@@ -86,10 +87,12 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         read: |fields| onerway::Config::read(fields).map(ProviderConfig::Onerway),
         demo: || Box::pin(onerway::sim::demo()),
     },
+    ProviderEntry {
+        name: "uqpay",
+        read: |fields| uqpay::Config::read(fields).map(ProviderConfig::UqPay),
+        demo: || Box::pin(uqpay::sim::demo()),
+    },
 ];
-
-/// Names accepted in `provider:` that are specified but not implemented yet.
-const PLANNED: &[&str] = &["uqpay"];
 
 /// An account's provider-specific configuration.
 #[derive(Debug, Clone)]
@@ -97,6 +100,7 @@ pub enum ProviderConfig {
     EngageLab(engagelab::Config),
     PayBy(payby::Config),
     Onerway(onerway::Config),
+    UqPay(uqpay::Config),
 }
 
 impl ProviderConfig {
@@ -106,20 +110,10 @@ impl ProviderConfig {
             return (entry.read)(fields);
         }
         let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
-        if PLANNED.contains(&name) {
-            fields.error(
-                "provider",
-                format!(
-                    "{name} is not supported by this version yet (supported: {})",
-                    known.join(", ")
-                ),
-            );
-        } else {
-            fields.error(
-                "provider",
-                format!("unknown provider {name:?} (one of: {})", known.join(", ")),
-            );
-        }
+        fields.error(
+            "provider",
+            format!("unknown provider {name:?} (one of: {})", known.join(", ")),
+        );
         None
     }
 
@@ -128,6 +122,7 @@ impl ProviderConfig {
             ProviderConfig::EngageLab(c) => c,
             ProviderConfig::PayBy(c) => c,
             ProviderConfig::Onerway(c) => c,
+            ProviderConfig::UqPay(c) => c,
         }
     }
 }

@@ -97,8 +97,17 @@ fn no_invented_defaults() {
     assert!(errors[1].starts_with("accounts[0].display_currency:"));
 }
 
+fn response(status: u16, body: &str) -> Response {
+    Response::new(
+        status,
+        HeaderMap::new(),
+        body.to_owned().into(),
+        std::time::SystemTime::now(),
+    )
+}
+
 fn ok(body: &str) -> Result<String, ProviderError> {
-    interpret(&Response::new(200, HeaderMap::new(), body.to_owned()))
+    interpret(&response(200, body))
 }
 
 #[test]
@@ -163,13 +172,13 @@ fn error_codes_and_their_classes() {
         let error = ok(body).unwrap_err();
         assert_eq!((error.code.as_str(), error.class), (code, class), "{body}");
     }
-    let proxy = Response::new(503, HeaderMap::new(), "<html>unavailable</html>");
+    let proxy = response(503, "<html>unavailable</html>");
     let error = interpret(&proxy).unwrap_err();
     assert_eq!(
         (error.code.as_str(), error.class),
         ("http_503", ErrorClass::Server)
     );
-    let json_error = Response::new(401, HeaderMap::new(), r#"{"respCode":"40003"}"#);
+    let json_error = response(401, r#"{"respCode":"40003"}"#);
     assert_eq!(interpret(&json_error).unwrap_err().code, "40003");
 }
 

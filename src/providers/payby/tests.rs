@@ -175,7 +175,12 @@ fn response(status: u16, body: &str, sign: Option<&str>) -> Response {
     if let Some(sign) = sign {
         headers.insert("sign", HeaderValue::from_str(sign).unwrap());
     }
-    Response::new(status, headers, body.to_owned())
+    Response::new(
+        status,
+        headers,
+        body.to_owned().into(),
+        std::time::SystemTime::now(),
+    )
 }
 
 fn signed(status: u16, body: &str) -> Response {
