@@ -233,7 +233,8 @@ impl<'p> Fields<'p> {
         None
     }
 
-    /// A list of currency codes (`[AED, USD]`): at least one, each like `USD`, no repeats.
+    /// A list of currency codes (`[AED, USD]`, case-insensitive): at least one, each like `USD`,
+    /// no repeats.
     /// `None` when absent or invalid (the problem is recorded; absence only if `required`).
     pub fn currencies(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
         let list: Vec<String> = if required {
@@ -246,14 +247,15 @@ impl<'p> Fields<'p> {
             return None;
         }
         let mut out: Vec<String> = Vec::with_capacity(list.len());
-        for (i, code) in list.iter().enumerate() {
+        for (i, given) in list.iter().enumerate() {
             let at = format!("{key}[{i}]");
-            if !crate::config::is_currency_code(code) {
-                self.error(&at, format!("{code:?} is not a currency code like USD"));
-            } else if out.contains(code) {
+            let code = given.trim().to_ascii_uppercase();
+            if !crate::config::is_currency_code(&code) {
+                self.error(&at, format!("{given:?} is not a currency code like USD"));
+            } else if out.contains(&code) {
                 self.error(&at, format!("{code} is listed twice"));
             } else {
-                out.push(code.clone());
+                out.push(code);
             }
         }
         (out.len() == list.len()).then_some(out)

@@ -129,13 +129,13 @@ fn currencies_are_required_and_checked() {
     let errors = parse(&account(KEYS)).unwrap_err();
     assert_eq!(errors, ["accounts[0].currencies: required but missing"]);
     let errors = parse(&account(&format!(
-        "{KEYS}    currencies: [AED, aed, AED]\n"
+        "{KEYS}    currencies: [AED, A1D, aed]\n"
     )))
     .unwrap_err();
     assert_eq!(
         errors,
         [
-            "accounts[0].currencies[1]: \"aed\" is not a currency code like USD",
+            "accounts[0].currencies[1]: \"A1D\" is not a currency code like USD",
             "accounts[0].currencies[2]: AED is listed twice"
         ]
     );

@@ -139,36 +139,10 @@ impl Config {
 
 /// `currencies`: `Some(None)` when absent (every currency), `None` when invalid.
 fn read_currencies(fields: &mut Fields<'_>) -> Option<Option<Vec<String>>> {
-    let path = fields.path_of("currencies");
-    let Some(raw) = fields.optional::<Vec<String>>("currencies") else {
-        // Absent, or a problem already recorded (which fails the load).
+    if !fields.has("currencies") {
         return Some(None);
-    };
-    if raw.is_empty() {
-        fields.error(
-            "currencies",
-            "give at least one currency, or leave the key out for every currency",
-        );
-        return None;
     }
-    let mut out: Vec<String> = Vec::new();
-    let mut valid = true;
-    for (i, currency) in raw.iter().enumerate() {
-        let code = currency.trim().to_ascii_uppercase();
-        if !is_currency_code(&code) {
-            fields.error_at(
-                &format!("{path}[{i}]"),
-                format!("{currency:?} is not a currency code like USD"),
-            );
-            valid = false;
-        } else if out.contains(&code) {
-            fields.error_at(&format!("{path}[{i}]"), format!("{code} is listed twice"));
-            valid = false;
-        } else {
-            out.push(code);
-        }
-    }
-    valid.then_some(Some(out))
+    fields.currencies("currencies", false).map(Some)
 }
 
 /// Fits in an HTTP header as it is: visible ASCII, no spaces.

@@ -618,7 +618,7 @@ fn config_keys_and_their_problems() {
     assert!(errors.contains("accounts[0].environment"), "{errors}");
     let errors = config_errors(&format!("{ok}    currencies: []\n"));
     assert!(
-        errors.contains("accounts[0].currencies: give at least one"),
+        errors.contains("accounts[0].currencies: list at least one currency"),
         "{errors}"
     );
     let errors = config_errors(&format!("{ok}    currencies: [USD, US, usd]\n"));
