@@ -10,7 +10,7 @@ use balance_exporter::providers::engagelab::Product;
 use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
 use balance_exporter::sim::{Ledger, SimServer};
 use base64::Engine as _;
-use common::{Daemon, Exposition, TempDir, assert_promtool_clean, get, run_binary};
+use common::{Daemon, Exposition, TempDir, assert_promtool_clean, get, poll_succeeded, run_binary};
 use rust_decimal::Decimal;
 
 async fn sms_simulator(accounts: &[(&str, &str)]) -> (Arc<EngageLabSim>, SimServer) {
@@ -343,8 +343,12 @@ fn demo_shows_balances_within_five_seconds() {
     let mut daemon = Daemon::spawn(&["--demo", "--log.level", "debug"]);
     let url_line = daemon.wait_for_line(|l| l.contains("msg=\"demo running"));
     assert!(url_line.contains("url=http://127.0.0.1:"), "{url_line}");
-    daemon
-        .wait_for_line(|l| l.contains("msg=\"poll succeeded\"") && l.contains("account=sms-main "));
+    let (sms, payby, onerway) = (
+        poll_succeeded("sms-main"),
+        poll_succeeded("payby-ae"),
+        poll_succeeded("onerway-main"),
+    );
+    daemon.wait_for_each(&[&sms, &payby, &onerway]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (status, body) = runtime.block_on(get(daemon.addr, "/metrics"));
     let elapsed = started.elapsed();
@@ -359,6 +363,24 @@ fn demo_shows_balances_within_five_seconds() {
         ],
     );
     assert!(total > 100.0 && total <= 125.0, "{total}");
+    for (provider, account, currency) in [
+        ("payby", "payby-ae", "AED"),
+        ("payby", "payby-ae", "USD"),
+        ("onerway", "onerway-main", "USD"),
+        ("onerway", "onerway-main", "EUR"),
+    ] {
+        let labels = [
+            ("provider", provider),
+            ("account", account),
+            ("currency", currency),
+            ("kind", "available"),
+        ];
+        assert!(
+            m.expect("balance_amount", &labels) > 0.0,
+            "{provider} {currency}"
+        );
+    }
+    assert!(m.expect("balance_overview_amount", &[("account", "onerway-main")]) > 0.0);
     assert!(elapsed.as_secs_f64() < 5.0, "balances after {elapsed:?}");
     let (_, page) = runtime.block_on(get(daemon.addr, "/"));
     assert!(page.contains("sms-main"), "{page}");

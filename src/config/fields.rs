@@ -154,6 +154,11 @@ impl<'p> Fields<'p> {
         }
     }
 
+    /// Whether `key` is present (and not empty) and not yet read.
+    pub fn has(&self, key: &str) -> bool {
+        !matches!(self.dict.get(key), None | Some(Value::Empty(..)))
+    }
+
     /// The value of `key`, if present and valid; an invalid value is recorded as a problem.
     pub fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
         let value = self.take_raw(key)?;
@@ -226,6 +231,34 @@ impl<'p> Fields<'p> {
         };
         self.error(KEY, problem);
         None
+    }
+
+    /// A list of currency codes (`[AED, USD]`, case-insensitive): at least one, each like `USD`,
+    /// no repeats.
+    /// `None` when absent or invalid (the problem is recorded; absence only if `required`).
+    pub fn currencies(&mut self, key: &str, required: bool) -> Option<Vec<String>> {
+        let list: Vec<String> = if required {
+            self.required(key)?
+        } else {
+            self.optional(key)?
+        };
+        if list.is_empty() {
+            self.error(key, "list at least one currency, or leave the key out");
+            return None;
+        }
+        let mut out: Vec<String> = Vec::with_capacity(list.len());
+        for (i, given) in list.iter().enumerate() {
+            let at = format!("{key}[{i}]");
+            let code = given.trim().to_ascii_uppercase();
+            if !crate::config::is_currency_code(&code) {
+                self.error(&at, format!("{given:?} is not a currency code like USD"));
+            } else if out.contains(&code) {
+                self.error(&at, format!("{code} is listed twice"));
+            } else {
+                out.push(code);
+            }
+        }
+        (out.len() == list.len()).then_some(out)
     }
 
     /// A nested mapping, handed to `read` as its own [`Fields`] (unknown keys reported too).

@@ -371,7 +371,9 @@ accounts:
         assert_eq!(config.global, Global::default());
         let account = &config.accounts[0];
         assert_eq!(account.poll_interval, Duration::from_secs(60));
-        let ProviderConfig::EngageLab(c) = &account.provider;
+        let ProviderConfig::EngageLab(c) = &account.provider else {
+            panic!("not engagelab: {:?}", account.provider);
+        };
         assert_eq!(c.currency, "USD");
         assert_eq!(c.base_url.as_str(), "https://smsapi.engagelab.com/");
         assert_eq!(c.dev_secret.expose(), "s3cr3t-value");
@@ -503,6 +505,7 @@ accounts:
         let config = parse(text, Format::Yaml, &dir).unwrap();
         let secret = |i: usize| match &config.accounts[i].provider {
             ProviderConfig::EngageLab(c) => c.dev_secret.expose().to_owned(),
+            other => panic!("not engagelab: {other:?}"),
         };
         assert_eq!(secret(0), "from-file");
         assert_eq!(secret(1), "from-env");

@@ -63,6 +63,17 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response from its parts, as read at `received_at` (for answers that did not come
+    /// over a socket, such as a simulator's called in-process under paused time).
+    pub fn new(status: u16, headers: HeaderMap, body: Bytes, received_at: SystemTime) -> Self {
+        Response {
+            status,
+            headers,
+            body,
+            received_at,
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -127,6 +138,12 @@ impl<'a> Http<'a> {
 
     pub fn telemetry(&self) -> &AccountTelemetry {
         self.telemetry
+    }
+
+    /// When this poll must be over: waits outside [`Http::call`] (a lock shared with other
+    /// polls, say) should end by then too.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Sends a request to `endpoint` (the `endpoint` label) until it succeeds, fails for good,

@@ -7,6 +7,10 @@
 
 pub mod engagelab;
 pub mod http;
+pub mod onerway;
+pub mod payby;
+pub mod uqpay;
+pub mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -67,19 +71,36 @@ pub struct ProviderEntry {
     pub demo: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
 }
 
-pub const PROVIDERS: &[ProviderEntry] = &[ProviderEntry {
-    name: "engagelab",
-    read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
-    demo: || Box::pin(engagelab::sim::demo()),
-}];
-
-/// Names accepted in `provider:` that are specified but not implemented yet.
-const PLANNED: &[&str] = &["payby", "uqpay", "onerway"];
+pub const PROVIDERS: &[ProviderEntry] = &[
+    ProviderEntry {
+        name: "engagelab",
+        read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
+        demo: || Box::pin(engagelab::sim::demo()),
+    },
+    ProviderEntry {
+        name: "payby",
+        read: |fields| payby::Config::read(fields).map(ProviderConfig::PayBy),
+        demo: || Box::pin(payby::sim::demo()),
+    },
+    ProviderEntry {
+        name: "onerway",
+        read: |fields| onerway::Config::read(fields).map(ProviderConfig::Onerway),
+        demo: || Box::pin(onerway::sim::demo()),
+    },
+    ProviderEntry {
+        name: "uqpay",
+        read: |fields| uqpay::Config::read(fields).map(ProviderConfig::UqPay),
+        demo: || Box::pin(uqpay::sim::demo()),
+    },
+];
 
 /// An account's provider-specific configuration.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
     EngageLab(engagelab::Config),
+    PayBy(payby::Config),
+    Onerway(onerway::Config),
+    UqPay(uqpay::Config),
 }
 
 impl ProviderConfig {
@@ -89,26 +110,19 @@ impl ProviderConfig {
             return (entry.read)(fields);
         }
         let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
-        if PLANNED.contains(&name) {
-            fields.error(
-                "provider",
-                format!(
-                    "{name} is not supported by this version yet (supported: {})",
-                    known.join(", ")
-                ),
-            );
-        } else {
-            fields.error(
-                "provider",
-                format!("unknown provider {name:?} (one of: {})", known.join(", ")),
-            );
-        }
+        fields.error(
+            "provider",
+            format!("unknown provider {name:?} (one of: {})", known.join(", ")),
+        );
         None
     }
 
     pub fn settings(&self) -> &dyn ProviderSettings {
         match self {
             ProviderConfig::EngageLab(c) => c,
+            ProviderConfig::PayBy(c) => c,
+            ProviderConfig::Onerway(c) => c,
+            ProviderConfig::UqPay(c) => c,
         }
     }
 }

@@ -301,6 +301,31 @@ pub async fn neutral_fault(fault: &Fault) -> Option<SimResponse> {
     }
 }
 
+/// Where a request's timestamp falls against the simulator's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeWindow {
+    Inside,
+    /// Further in the past than the window allows (the caller's clock is behind).
+    TooEarly,
+    /// Further in the future than the window allows (the caller's clock is ahead).
+    TooLate,
+}
+
+/// Checks a request timestamp in milliseconds since the epoch (PayBy's and Onerway's
+/// `requestTime`) against the simulator's wall clock and a window of `window` either side.
+pub fn time_window(request_time_ms: i64, window: Duration) -> TimeWindow {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let window_ms = window.as_millis() as i64;
+    match request_time_ms.saturating_sub(now_ms) {
+        d if d < -window_ms => TimeWindow::TooEarly,
+        d if d > window_ms => TimeWindow::TooLate,
+        _ => TimeWindow::Inside,
+    }
+}
+
 /// A provider's contribution to `--demo`: its running simulators and the `accounts:` entries
 /// (YAML list items) that point at them.
 pub struct DemoPart {
@@ -324,6 +349,18 @@ mod tests {
         assert_eq!(plan.take(), Some(Fault::Oversized));
         plan.clear();
         assert_eq!(plan.take(), None);
+    }
+
+    #[test]
+    fn time_window_both_ways() {
+        let now = crate::clock::Clock::system().now_millis() as i64;
+        let window = Duration::from_secs(15 * 60);
+        let minute = 60_000;
+        assert_eq!(time_window(now, window), TimeWindow::Inside);
+        assert_eq!(time_window(now - 14 * minute, window), TimeWindow::Inside);
+        assert_eq!(time_window(now + 14 * minute, window), TimeWindow::Inside);
+        assert_eq!(time_window(now - 16 * minute, window), TimeWindow::TooEarly);
+        assert_eq!(time_window(now + 16 * minute, window), TimeWindow::TooLate);
     }
 
     #[tokio::test(start_paused = true)]

@@ -428,6 +428,14 @@ impl Daemon {
         self.process.wait_for_line_within(PATIENCE, matches)
     }
 
+    /// Stops the daemon from async code (off the runtime, as it waits for the process) and
+    /// returns its whole log.
+    pub async fn stop_async(self) -> String {
+        tokio::task::spawn_blocking(move || self.stop())
+            .await
+            .expect("stopping the daemon")
+    }
+
     /// Waits until every one of `wanted` has matched some stderr line from now on.
     pub fn wait_for_each(&mut self, wanted: &[&dyn Fn(&str) -> bool]) {
         let mut seen = vec![false; wanted.len()];
@@ -447,6 +455,18 @@ impl Daemon {
     pub fn stop(self) -> String {
         self.process.stop()
     }
+}
+
+/// Matches the log line of a finished poll of `account` (succeeded or failed).
+pub fn poll_logged(account: &str) -> impl Fn(&str) -> bool + use<> {
+    let account = format!("account={account} ");
+    move |line: &str| line.contains("msg=\"poll ") && line.contains(&account)
+}
+
+/// Matches the log line of a successful poll of `account` (logged at debug level).
+pub fn poll_succeeded(account: &str) -> impl Fn(&str) -> bool + use<> {
+    let account = format!("account={account} ");
+    move |line: &str| line.contains("msg=\"poll succeeded\"") && line.contains(&account)
 }
 
 /// Runs the binary to completion: `(exit code, stdout, stderr)`.

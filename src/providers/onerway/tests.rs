@@ -1,0 +1,232 @@
+use std::path::Path;
+
+use reqwest::header::HeaderMap;
+
+use super::*;
+use crate::config::{self, Format};
+
+fn parse(keys: &str) -> Result<Config, Vec<String>> {
+    let yaml = format!(
+        "accounts:
+  - name: onerway-main
+    provider: onerway
+    apikey: key-123456
+{keys}"
+    );
+    let config = config::parse(&yaml, Format::Yaml, Path::new("."))
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    match &config.accounts[0].provider {
+        crate::providers::ProviderConfig::Onerway(c) => Ok(c.clone()),
+        other => panic!("not Onerway: {other:?}"),
+    }
+}
+
+#[test]
+fn overview_mode_without_currencies() {
+    let c = parse(
+        "    base_url: https://account.example
+    overview_path: /v1/overview
+    display_currency: EUR
+",
+    )
+    .unwrap();
+    assert_eq!(
+        c.mode,
+        Mode::Overview {
+            path: "/v1/overview".into(),
+            display_currency: Some("EUR".into())
+        }
+    );
+    assert_eq!(c.currency_scope(), CurrencyScope::Discovered);
+    assert!(!format!("{c:?}").contains("key-123456"));
+}
+
+#[test]
+fn per_currency_mode_with_currencies_and_the_issue_example_loads() {
+    // The issue's example gives both paths and a display currency along with currencies.
+    let c = parse(
+        "    base_url: https://account-service.example
+    overview_path: /path/from/onerway/docs
+    balance_path: /path/from/onerway/balance
+    display_currency: USD
+    currencies: [USD, EUR]
+",
+    )
+    .unwrap();
+    assert_eq!(
+        c.mode,
+        Mode::Currencies {
+            path: "/path/from/onerway/balance".into(),
+            currencies: vec!["USD".into(), "EUR".into()]
+        }
+    );
+}
+
+#[test]
+fn no_invented_defaults() {
+    let errors = parse("").unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "accounts[0].base_url: required but missing",
+            "accounts[0].overview_path: required when currencies is absent: the path from Onerway's account-service documentation"
+        ]
+    );
+    let errors = parse(
+        "    base_url: https://account.example
+    overview_path: /v1/overview
+    currencies: [USD]
+",
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "accounts[0].balance_path: required when currencies is set: the path from Onerway's account-service documentation"
+        ]
+    );
+    let errors = parse(
+        "    base_url: https://account.example
+    overview_path: v1 overview
+    display_currency: dollars
+",
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("accounts[0].overview_path: \"v1 overview\" is not a path"));
+    assert!(errors[1].starts_with("accounts[0].display_currency:"));
+}
+
+fn response(status: u16, body: &str) -> Response {
+    Response::new(
+        status,
+        HeaderMap::new(),
+        body.to_owned().into(),
+        std::time::SystemTime::now(),
+    )
+}
+
+fn ok(body: &str) -> Result<String, ProviderError> {
+    interpret(&response(200, body))
+}
+
+#[test]
+fn both_success_envelopes_with_codes_as_strings_or_numbers() {
+    for body in [
+        r#"{"code":"200","message":"success","data":{"currency":"USD"}}"#,
+        r#"{"code":200,"message":"success","data":{"currency":"USD"}}"#,
+        r#"{"respCode":"20000","respMsg":"Success","data":{"currency":"USD"}}"#,
+        r#"{"respCode":20000,"respMsg":"Success","data":{"currency":"USD"}}"#,
+    ] {
+        assert_eq!(ok(body).unwrap(), r#"{"currency":"USD"}"#, "{body}");
+    }
+    for body in [
+        r#"{"respCode":"20000","respMsg":"Success","data":null}"#,
+        r#"{"respCode":"20000","respMsg":"Success"}"#,
+        r#"{"message":"success","data":{}}"#,
+        "[]",
+    ] {
+        assert_eq!(ok(body).unwrap_err().code, "decode", "{body}");
+    }
+}
+
+#[test]
+fn error_codes_and_their_classes() {
+    for (body, code, class) in [
+        (
+            r#"{"respCode":"40003","respMsg":"Unauthorized"}"#,
+            "40003",
+            ErrorClass::Auth,
+        ),
+        (
+            r#"{"respCode":40006,"respMsg":"Duplicate"}"#,
+            "40006",
+            ErrorClass::Client,
+        ),
+        (
+            r#"{"code":"40002","message":"time"}"#,
+            "40002",
+            ErrorClass::Clock,
+        ),
+        (
+            r#"{"respCode":"40005","respMsg":"failed"}"#,
+            "40005",
+            ErrorClass::Server,
+        ),
+        (
+            r#"{"code":"500","message":"oops"}"#,
+            "500",
+            ErrorClass::Server,
+        ),
+        (
+            r#"{"code":"429","message":"slow down"}"#,
+            "429",
+            ErrorClass::RateLimit,
+        ),
+        (
+            r#"{"respCode":"41234","respMsg":"new"}"#,
+            "41234",
+            ErrorClass::Client,
+        ),
+    ] {
+        let error = ok(body).unwrap_err();
+        assert_eq!((error.code.as_str(), error.class), (code, class), "{body}");
+    }
+    let proxy = response(503, "<html>unavailable</html>");
+    let error = interpret(&proxy).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("http_503", ErrorClass::Server)
+    );
+    let json_error = response(401, r#"{"respCode":"40003"}"#);
+    assert_eq!(interpret(&json_error).unwrap_err().code, "40003");
+}
+
+#[test]
+fn currency_data_kinds_status_and_overview() {
+    let data: OverviewData = parse_data(
+        r#"{"totalAmount":"5000.10","displayCurrency":"USD","currencyBalances":[
+            {"currency":"USD","withdrawableBalance":"1000.00","availableBalance":"1500.00","fundOnHold":"300.00","depositBalance":"200.00","totalBalance":"2000.00","status":"ACTIVE"},
+            {"currency":"eur","availableBalance":"","totalBalance":"0","status":"FROZEN"}]}"#,
+    )
+    .unwrap();
+    let mut s = Snapshot::default();
+    add_overview(&mut s, &data, None).unwrap();
+    let find = |c: &str, k: &str| {
+        s.balances
+            .iter()
+            .find(|b| b.currency == c && b.kind == k)
+            .map(|b| b.amount.to_string())
+    };
+    assert_eq!(find("USD", "available").as_deref(), Some("1500.00"));
+    assert_eq!(find("USD", "withdrawable").as_deref(), Some("1000.00"));
+    assert_eq!(find("USD", "on_hold").as_deref(), Some("300.00"));
+    assert_eq!(find("USD", "deposit").as_deref(), Some("200.00"));
+    assert_eq!(find("USD", "total").as_deref(), Some("2000.00"));
+    assert_eq!(find("EUR", "total").as_deref(), Some("0"));
+    assert_eq!(
+        find("EUR", "available"),
+        None,
+        "an empty amount is no sample"
+    );
+    assert_eq!(s.statuses.len(), 2);
+    assert_eq!(s.statuses[1].status, "FROZEN");
+    assert_eq!(s.overviews.len(), 1);
+    assert_eq!(s.overviews[0].currency, "USD");
+    assert_eq!(s.overviews[0].amount.to_string(), "5000.10");
+
+    let bad: CurrencyData = parse_data(r#"{"availableBalance":"1"}"#).unwrap();
+    assert_eq!(
+        add_currency(&mut Snapshot::default(), &bad, None)
+            .unwrap_err()
+            .code,
+        "decode"
+    );
+    add_currency(&mut Snapshot::default(), &bad, Some("SGD")).unwrap();
+}
+
+#[test]
+fn request_ids_do_not_repeat() {
+    let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+    assert_eq!(ids.len(), 1000);
+}

@@ -1,0 +1,476 @@
+//! PayBy (UAE acquiring): `getBalance`, one currency per call, signed in both directions.
+//!
+//! `POST {base}/sgs/api/member/getBalance` with `{"bizContent":{"currencyCode":"AED"},
+//! "requestTime":<ms>}`. The body is serialized once per attempt, signed (SHA256withRSA with
+//! the merchant key, see [`keys`]) and sent as exactly those bytes, with the signature in the
+//! `sign` header. Every answer's `sign` is verified over the raw body with PayBy's public key
+//! before the body is parsed; an answer that fails is never believed. Only generic gateway
+//! errors may come unsigned. Codes are labelled by their `msg` name because several share
+//! the number 400.
+
+pub mod keys;
+pub mod sim;
+
+use std::sync::Arc;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::http::join_url;
+use super::wire::{WireCode, label_text};
+use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
+use crate::clock::Clock;
+use crate::config::{Fields, LoadedSecret, is_currency_code};
+use crate::money::parse_amount;
+use crate::snapshot::Snapshot;
+pub use keys::{SigningKey, VerifyingKey};
+
+pub const PRODUCTION_BASE_URL: &str = "https://api.payby.com";
+pub const UAT_BASE_URL: &str = "https://uat.test2pay.com";
+pub const BALANCE_PATH: &str = "/sgs/api/member/getBalance";
+/// The `endpoint` label.
+const ENDPOINT: &str = "getBalance";
+const MAX_PARTNER_ID_LEN: usize = 12;
+
+const KINDS: &[&str] = &["available"];
+
+pub const SIGNATURE_INVALID: &str = "signature_invalid";
+pub const SIGNATURE_MISSING: &str = "signature_missing";
+
+/// Every documented `msg` with its class; they start at 0 in `/metrics`. The two signature
+/// codes are the exporter's, listed so that the first forged or unsigned answer shows as an
+/// increase.
+const DOCUMENTED_ERRORS: &[(&str, ErrorClass)] = &[
+    ("INVALID_PARAMETER", ErrorClass::Client),
+    ("REQUESTTIME_TOO_EARLY", ErrorClass::Clock),
+    ("REQUESTTIME_TOO_LATER", ErrorClass::Clock),
+    ("RATE_LIMIT_REJECT", ErrorClass::RateLimit),
+    ("UNAUTHORIZED", ErrorClass::Auth),
+    ("SERVICE_NOT_AVAILABLE", ErrorClass::Server),
+    ("SYSTEM_ERROR", ErrorClass::Server),
+    ("SERVICE_TIMEOUT", ErrorClass::Server),
+    // Refused by PayBy's risk control (merchant state, caller IP): retrying does not help.
+    ("RISK_FAIL", ErrorClass::Auth),
+    ("CURRENCY_CODE_NOT_SUPPORTED", ErrorClass::Client),
+    (SIGNATURE_INVALID, ErrorClass::Signature),
+    (SIGNATURE_MISSING, ErrorClass::Signature),
+];
+
+/// The `head.code` PayBy sends with each documented `msg`.
+pub fn wire_code(msg: &str) -> Option<&'static str> {
+    Some(match msg {
+        "SUCCESS" => "0",
+        "INVALID_PARAMETER" | "REQUESTTIME_TOO_EARLY" | "REQUESTTIME_TOO_LATER" => "400",
+        "RATE_LIMIT_REJECT" => "402",
+        "UNAUTHORIZED" => "403",
+        "SERVICE_NOT_AVAILABLE" => "404",
+        "SYSTEM_ERROR" => "500",
+        "SERVICE_TIMEOUT" => "504",
+        "RISK_FAIL" => "601",
+        "CURRENCY_CODE_NOT_SUPPORTED" => "78001",
+        _ => return None,
+    })
+}
+
+/// The documented error `msg`s (without the exporter's signature codes).
+pub fn documented_msgs() -> impl Iterator<Item = (&'static str, ErrorClass)> {
+    DOCUMENTED_ERRORS
+        .iter()
+        .copied()
+        .filter(|(msg, _)| wire_code(msg).is_some())
+}
+
+/// Generic gateway errors, which PayBy may send unsigned: `58xx` and the HTTP-like codes.
+pub fn is_generic_gateway_code(code: &str) -> bool {
+    code.starts_with("58") || matches!(code, "400" | "402" | "403" | "404" | "500" | "504" | "601")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Uat,
+}
+
+impl Environment {
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Environment::Production => PRODUCTION_BASE_URL,
+            Environment::Uat => UAT_BASE_URL,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub base_url: reqwest::Url,
+    pub partner_id: String,
+    /// The merchant's private key, parsed and checked at load time.
+    pub private_key: SigningKey,
+    pub payby_public_key: VerifyingKey,
+    pub currencies: Vec<String>,
+}
+
+/// `partner_id` as written: `"200000018128"` or an unquoted YAML number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PartnerId {
+    Text(String),
+    Number(u64),
+}
+
+impl Config {
+    pub fn read(fields: &mut Fields<'_>) -> Option<Config> {
+        let environment = fields
+            .optional::<Environment>("environment")
+            .unwrap_or(Environment::Production);
+        let partner_id = read_partner_id(fields);
+        let private_key = fields
+            .secret("private_key")
+            .and_then(|s| load_key(fields, s, SigningKey::from_pem));
+        let payby_public_key = fields
+            .secret("payby_public_key")
+            .and_then(|s| load_key(fields, s, VerifyingKey::from_text));
+        // PayBy answers one currency per call: there is no "all currencies".
+        let currencies = fields.currencies("currencies", true);
+        let base_url = fields.base_url(Some(environment.base_url()));
+        Some(Config {
+            environment,
+            base_url: base_url?,
+            partner_id: partner_id?,
+            private_key: private_key?,
+            payby_public_key: payby_public_key?,
+            currencies: currencies?,
+        })
+    }
+}
+
+fn read_partner_id(fields: &mut Fields<'_>) -> Option<String> {
+    let id = match fields.required::<PartnerId>("partner_id")? {
+        PartnerId::Text(text) => text,
+        PartnerId::Number(n) => n.to_string(),
+    };
+    if id.is_empty()
+        || id.len() > MAX_PARTNER_ID_LEN
+        || !id.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        fields.error(
+            "partner_id",
+            format!("{id:?} is not a PayBy partner id (letters and digits, at most {MAX_PARTNER_ID_LEN})"),
+        );
+        return None;
+    }
+    Some(id)
+}
+
+/// Parses a key read from a secret source; a problem names that source (`private_key_file`).
+fn load_key<K>(
+    fields: &mut Fields<'_>,
+    secret: LoadedSecret,
+    parse: impl FnOnce(&str) -> Result<K, String>,
+) -> Option<K> {
+    match parse(secret.value.expose()) {
+        Ok(key) => Some(key),
+        Err(problem) => {
+            fields.error_at(&secret.path, problem);
+            None
+        }
+    }
+}
+
+impl ProviderSettings for Config {
+    fn provider(&self) -> &'static str {
+        "payby"
+    }
+
+    fn kinds(&self) -> &'static [&'static str] {
+        KINDS
+    }
+
+    fn default_threshold_kind(&self) -> &'static str {
+        "available"
+    }
+
+    fn currency_scope(&self) -> CurrencyScope {
+        CurrencyScope::Fixed(self.currencies.clone())
+    }
+
+    fn documented_errors(&self) -> &'static [(&'static str, ErrorClass)] {
+        DOCUMENTED_ERRORS
+    }
+
+    fn build(&self) -> Arc<dyn Provider> {
+        Arc::new(PayBy {
+            url: join_url(&self.base_url, BALANCE_PATH),
+            config: self.clone(),
+        })
+    }
+}
+
+struct PayBy {
+    config: Config,
+    url: reqwest::Url,
+}
+
+#[async_trait::async_trait]
+impl Provider for PayBy {
+    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError> {
+        let mut snapshot = Snapshot::default();
+        for currency in &self.config.currencies {
+            let clock = http.clock();
+            let balances = http
+                .call(
+                    ENDPOINT,
+                    |client| self.request(client, clock, currency),
+                    |response| interpret(response, &self.config.payby_public_key),
+                )
+                .await?;
+            for (currency, amount) in balances {
+                snapshot.add(&currency, "available", Some(amount));
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceRequest<'a> {
+    biz_content: BizContent<'a>,
+    request_time: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BizContent<'a> {
+    currency_code: &'a str,
+}
+
+/// The body of a `getBalance` request stamped `request_time`, as the bytes that get signed
+/// and sent.
+pub fn request_body(currency: &str, request_time: u64) -> Vec<u8> {
+    let request = BalanceRequest {
+        biz_content: BizContent {
+            currency_code: currency,
+        },
+        request_time,
+    };
+    // Serializing plain strings and integers cannot fail.
+    serde_json::to_vec(&request).unwrap_or_default()
+}
+
+impl PayBy {
+    /// A fresh request: new `requestTime`, new signature over exactly the bytes sent.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        clock: Clock,
+        currency: &str,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let body = request_body(currency, clock.now_millis());
+        let sign = self.config.private_key.sign(&body).map_err(|e| {
+            ProviderError::new(
+                "sign_failed",
+                ErrorClass::Client,
+                format!("cannot sign: {e}"),
+            )
+        })?;
+        Ok(client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .header("Partner-Id", &self.config.partner_id)
+            .header("sign", sign)
+            .header("Content-Language", "en")
+            .header("api-version", "v1")
+            .body(body))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    apply_status: Option<String>,
+    code: Option<WireCode>,
+    msg: Option<String>,
+    trace_code: Option<WireCode>,
+}
+
+impl Head {
+    fn code(&self) -> &str {
+        self.code.as_ref().map(WireCode::as_str).unwrap_or("")
+    }
+
+    fn is_success(&self) -> bool {
+        self.apply_status.as_deref() == Some("SUCCESS") && self.code() == "0"
+    }
+
+    /// The error this head reports: labelled by `msg` (several codes share 400), classed by
+    /// the documented table, else by the number.
+    fn error(&self, response: &Response) -> ProviderError {
+        let msg = self.msg.as_deref().map(str::trim).unwrap_or("");
+        let code = self.code();
+        let documented = documented_msgs().find(|(m, _)| *m == msg);
+        let (label, class) = match documented {
+            Some((m, class)) => (m.to_owned(), class),
+            None => {
+                let is_name = !msg.is_empty()
+                    && msg.len() <= 64
+                    && msg
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                let label = if is_name {
+                    msg.to_owned()
+                } else if !code.is_empty() {
+                    label_text(code)
+                } else {
+                    format!("http_{}", response.status)
+                };
+                (label, class_of_code(code))
+            }
+        };
+        let trace = self
+            .trace_code
+            .as_ref()
+            .map(WireCode::as_str)
+            .unwrap_or("-");
+        let apply = self.apply_status.as_deref().unwrap_or("-");
+        let message = format!(
+            "{} (code {}, applyStatus {}, traceCode {})",
+            label_text(msg),
+            label_text(code),
+            label_text(apply),
+            label_text(trace)
+        );
+        ProviderError::new(label, class, message).with_retry_after(response.retry_after())
+    }
+}
+
+/// The class of an undocumented `head.code`, from its number.
+fn class_of_code(code: &str) -> ErrorClass {
+    match code {
+        "402" => ErrorClass::RateLimit,
+        "403" | "601" => ErrorClass::Auth,
+        "404" | "500" | "504" => ErrorClass::Server,
+        c if c.starts_with("58") => ErrorClass::Server,
+        _ => ErrorClass::Client,
+    }
+}
+
+#[derive(Deserialize)]
+struct HeadOnly {
+    head: Option<Head>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    head: Option<Head>,
+    #[serde(borrow)]
+    body: Option<Body<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    #[serde(borrow)]
+    balance_list: Option<Vec<Entry<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    #[serde(borrow)]
+    available_balance: Option<Money<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Money<'a> {
+    #[serde(borrow)]
+    amount: Option<&'a RawValue>,
+    currency: Option<String>,
+}
+
+fn signature_error(code: &str, message: &str) -> ProviderError {
+    ProviderError::new(code, ErrorClass::Signature, message)
+}
+
+/// Checks the answer's signature, then reads it: the balances it lists (currency, amount),
+/// or the error it reports.
+fn interpret(
+    response: &Response,
+    payby_key: &VerifyingKey,
+) -> Result<Vec<(String, Decimal)>, ProviderError> {
+    let sign = response
+        .header("sign")
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    match sign {
+        Some(sign) => {
+            if !payby_key.verify(&response.body, sign) {
+                return Err(signature_error(
+                    SIGNATURE_INVALID,
+                    "the answer's signature does not verify with the PayBy public key; ignored",
+                ));
+            }
+        }
+        None => {
+            // Believed only as a generic gateway error: such an answer can make a poll fail,
+            // never show a balance.
+            let head = serde_json::from_slice::<HeadOnly>(&response.body)
+                .ok()
+                .and_then(|h| h.head);
+            return Err(match head {
+                Some(head) if is_generic_gateway_code(head.code()) => head.error(response),
+                None if !response.is_success() => response.status_error(),
+                _ => signature_error(
+                    SIGNATURE_MISSING,
+                    "the answer has no sign header and is not a generic gateway error; ignored",
+                ),
+            });
+        }
+    }
+    let envelope: Envelope = match serde_json::from_slice(&response.body) {
+        Ok(envelope) => envelope,
+        Err(_) if !response.is_success() => return Err(response.status_error()),
+        Err(e) => return Err(ProviderError::decode(format!("unexpected answer: {e}"))),
+    };
+    let Some(head) = envelope.head else {
+        return Err(if response.is_success() {
+            ProviderError::decode("answer without head")
+        } else {
+            response.status_error()
+        });
+    };
+    if !head.is_success() {
+        return Err(head.error(response));
+    }
+    if !response.is_success() {
+        return Err(response.status_error());
+    }
+    let list = envelope
+        .body
+        .and_then(|b| b.balance_list)
+        .ok_or_else(|| ProviderError::decode("success without body.balanceList"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for entry in list {
+        let Some(money) = entry.available_balance else {
+            continue;
+        };
+        let amount = parse_amount(money.amount)
+            .map_err(|e| ProviderError::decode(format!("availableBalance.amount: {e}")))?;
+        let Some(amount) = amount else { continue };
+        let currency = money
+            .currency
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| is_currency_code(c))
+            .ok_or_else(|| ProviderError::decode("availableBalance without a valid currency"))?;
+        out.push((currency, amount));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

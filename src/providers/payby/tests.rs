@@ -1,0 +1,324 @@
+use std::path::Path;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+
+use super::*;
+use crate::config::{self, Format};
+
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+
+fn account(extra: &str) -> String {
+    format!(
+        "accounts:
+  - name: payby-ae
+    provider: payby
+    partner_id: \"200000018128\"
+{extra}"
+    )
+}
+
+fn parse(yaml: &str) -> Result<crate::config::Config, Vec<String>> {
+    config::parse(yaml, Format::Yaml, Path::new(TESTDATA))
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+}
+
+fn payby(config: &crate::config::Config) -> &Config {
+    match &config.accounts[0].provider {
+        crate::providers::ProviderConfig::PayBy(c) => c,
+        other => panic!("not PayBy: {other:?}"),
+    }
+}
+
+const KEYS: &str = "    private_key_file: payby/merchant_private_key_pkcs1.pem
+    payby_public_key_file: payby/payby_public_key.pem
+";
+
+#[test]
+fn a_full_config_loads_its_keys() {
+    let config = parse(&account(&format!("{KEYS}    currencies: [AED, USD]\n"))).unwrap();
+    let c = payby(&config);
+    assert_eq!(c.environment, Environment::Production);
+    assert_eq!(c.base_url.as_str(), "https://api.payby.com/");
+    assert_eq!(c.currencies, ["AED", "USD"]);
+    assert_eq!(c.private_key.bits(), 2048);
+    // Neither the key nor its PEM shows in Debug; the PEM is kept only for redaction.
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("MII") && !debug.contains("primes"),
+        "{debug}"
+    );
+    assert_eq!(config.accounts[0].secrets.len(), 2);
+}
+
+#[test]
+fn uat_picks_its_host_a_number_is_a_partner_id_and_a_bare_base64_public_key_works() {
+    let pem = std::fs::read_to_string(format!("{TESTDATA}/payby/payby_public_key.pem")).unwrap();
+    let bare: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let yaml = format!(
+        "accounts:
+  - name: uat
+    provider: payby
+    environment: uat
+    partner_id: 200000018128
+    private_key_file: payby/merchant_private_key_pkcs8.pem
+    payby_public_key: {bare}
+    currencies: [AED]
+"
+    );
+    let config = parse(&yaml).unwrap();
+    let c = payby(&config);
+    assert_eq!(c.base_url.as_str(), "https://uat.test2pay.com/");
+    assert_eq!(c.partner_id, "200000018128");
+    assert_eq!(
+        c.payby_public_key,
+        VerifyingKey::from_text(&pem).unwrap(),
+        "bare base64 and PEM are the same key"
+    );
+}
+
+#[test]
+fn key_problems_name_the_key_they_came_from() {
+    let errors = parse(&account(
+        "    private_key_file: keys-invalid/ec_private_key_pkcs8.pem
+    payby_public_key: not a key
+    currencies: [AED]
+",
+    ))
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("accounts[0].private_key_file: not an RSA key")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("accounts[0].payby_public_key: ")),
+        "{errors:?}"
+    );
+
+    let errors = parse(&account(
+        "    private_key_file: keys-invalid/rsa1024_private_key_pkcs8.pem
+    payby_public_key_file: payby/payby_public_key.pem
+    currencies: [AED]
+",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        ["accounts[0].private_key_file: the RSA key has 1024 bits; at least 2048 are required"]
+    );
+
+    // A public key where the private key belongs.
+    let errors = parse(&account(
+        "    private_key_file: payby/merchant_public_key.pem
+    payby_public_key_file: payby/payby_public_key.pem
+    currencies: [AED]
+",
+    ))
+    .unwrap_err();
+    assert!(
+        errors[0].starts_with("accounts[0].private_key_file: not an RSA private key"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn currencies_are_required_and_checked() {
+    let errors = parse(&account(KEYS)).unwrap_err();
+    assert_eq!(errors, ["accounts[0].currencies: required but missing"]);
+    let errors = parse(&account(&format!(
+        "{KEYS}    currencies: [AED, A1D, aed]\n"
+    )))
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "accounts[0].currencies[1]: \"A1D\" is not a currency code like USD",
+            "accounts[0].currencies[2]: AED is listed twice"
+        ]
+    );
+    let errors = parse(&account(&format!(
+        "{KEYS}    currencies: [AED]\n    partner_id_typo: 1\n    environment: staging\n"
+    )))
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("accounts[0].environment:")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("accounts[0].partner_id_typo: unknown key"))
+    );
+}
+
+#[test]
+fn the_request_body_is_the_test_vector_shape() {
+    let expected = std::fs::read(format!("{TESTDATA}/payby/request_body.json")).unwrap();
+    assert_eq!(request_body("AED", 1_708_485_334_645), expected);
+}
+
+fn payby_key() -> (SigningKey, VerifyingKey) {
+    let private =
+        std::fs::read_to_string(format!("{TESTDATA}/payby/payby_private_key.pem")).unwrap();
+    let key = SigningKey::from_pem(&private).unwrap();
+    let public = key.verifying_key();
+    (key, public)
+}
+
+fn response(status: u16, body: &str, sign: Option<&str>) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(sign) = sign {
+        headers.insert("sign", HeaderValue::from_str(sign).unwrap());
+    }
+    Response::new(
+        status,
+        headers,
+        body.to_owned().into(),
+        std::time::SystemTime::now(),
+    )
+}
+
+fn signed(status: u16, body: &str) -> Response {
+    let (key, _) = payby_key();
+    response(status, body, Some(&key.sign(body.as_bytes()).unwrap()))
+}
+
+fn head(apply: &str, code: &str, msg: &str) -> String {
+    format!(
+        r#"{{"head":{{"applyStatus":"{apply}","code":"{code}","msg":"{msg}","success":false,"traceCode":"1"}}}}"#
+    )
+}
+
+#[test]
+fn the_vector_response_reads_exactly() {
+    let body = std::fs::read_to_string(format!("{TESTDATA}/payby/response_body.json")).unwrap();
+    let sign = std::fs::read_to_string(format!("{TESTDATA}/payby/response_sign.txt")).unwrap();
+    let public = std::fs::read_to_string(format!("{TESTDATA}/payby/payby_public_key.pem")).unwrap();
+    let key = VerifyingKey::from_text(&public).unwrap();
+    let balances = interpret(&response(200, &body, Some(sign.trim())), &key).unwrap();
+    assert_eq!(balances.len(), 1);
+    assert_eq!(balances[0].0, "AED");
+    assert_eq!(balances[0].1.to_string(), "897993.88");
+}
+
+#[test]
+fn success_needs_both_apply_status_and_code_zero() {
+    let (_, public) = payby_key();
+    let odd = r#"{"head":{"applyStatus":"SUCCESS","code":"78001","msg":"CURRENCY_CODE_NOT_SUPPORTED"},"body":{"balanceList":[]}}"#;
+    let error = interpret(&signed(200, odd), &public).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("CURRENCY_CODE_NOT_SUPPORTED", ErrorClass::Client)
+    );
+    let no_list = r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"}}"#;
+    assert_eq!(
+        interpret(&signed(200, no_list), &public).unwrap_err().code,
+        "decode"
+    );
+    let empty = r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"},"body":{"balanceList":[]}}"#;
+    assert!(interpret(&signed(200, empty), &public).unwrap().is_empty());
+    let bad_amount = r#"{"head":{"applyStatus":"SUCCESS","code":0,"msg":"SUCCESS"},"body":{"balanceList":[{"availableBalance":{"amount":"lots","currency":"AED"}}]}}"#;
+    assert_eq!(
+        interpret(&signed(200, bad_amount), &public)
+            .unwrap_err()
+            .code,
+        "decode"
+    );
+}
+
+#[test]
+fn unsigned_answers_are_believed_only_as_generic_gateway_errors() {
+    let (_, public) = payby_key();
+    for (code, msg, label, class) in [
+        ("500", "SYSTEM_ERROR", "SYSTEM_ERROR", ErrorClass::Server),
+        (
+            "402",
+            "RATE_LIMIT_REJECT",
+            "RATE_LIMIT_REJECT",
+            ErrorClass::RateLimit,
+        ),
+        ("5801", "GATEWAY_BUSY", "GATEWAY_BUSY", ErrorClass::Server),
+        (
+            "400",
+            "REQUESTTIME_TOO_EARLY",
+            "REQUESTTIME_TOO_EARLY",
+            ErrorClass::Clock,
+        ),
+    ] {
+        let error = interpret(&response(200, &head("FAIL", code, msg), None), &public).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            (label, class),
+            "{code} {msg}"
+        );
+    }
+    // A business error or a success must be signed.
+    for body in [
+        head("FAIL", "78001", "CURRENCY_CODE_NOT_SUPPORTED"),
+        r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"},"body":{"balanceList":[]}}"#.to_owned(),
+        "not json".to_owned(),
+    ] {
+        let error = interpret(&response(200, &body, None), &public).unwrap_err();
+        assert_eq!((error.code.as_str(), error.class), (SIGNATURE_MISSING, ErrorClass::Signature), "{body}");
+        let error = interpret(&response(200, &body, Some("  ")), &public).unwrap_err();
+        assert_eq!(error.code, SIGNATURE_MISSING);
+    }
+    // A proxy's error page is an HTTP failure.
+    let error = interpret(&response(502, "<html>Bad Gateway</html>", None), &public).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("http_502", ErrorClass::Server)
+    );
+}
+
+#[test]
+fn a_bad_signature_is_never_believed_even_on_an_error() {
+    let (_, public) = payby_key();
+    let body = head("FAIL", "500", "SYSTEM_ERROR");
+    let (key, _) = payby_key();
+    let other = key.sign(b"other bytes").unwrap();
+    let error = interpret(&response(200, &body, Some(&other)), &public).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        (SIGNATURE_INVALID, ErrorClass::Signature)
+    );
+    assert!(!error.is_retryable());
+}
+
+#[test]
+fn undocumented_codes_keep_a_bounded_label() {
+    let (_, public) = payby_key();
+    let error = interpret(
+        &signed(200, &head("FAIL", "79999", "some free text")),
+        &public,
+    )
+    .unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("79999", ErrorClass::Client)
+    );
+    let error = interpret(
+        &signed(200, &head("FAIL", "403", "NEW_AUTH_THING")),
+        &public,
+    )
+    .unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("NEW_AUTH_THING", ErrorClass::Auth)
+    );
+}
+
+#[test]
+fn every_documented_msg_has_its_wire_code() {
+    assert_eq!(documented_msgs().count(), 10);
+    for (msg, _) in documented_msgs() {
+        assert!(wire_code(msg).is_some(), "{msg}");
+    }
+    assert!(is_generic_gateway_code("5899") && is_generic_gateway_code("601"));
+    assert!(!is_generic_gateway_code("0") && !is_generic_gateway_code("78001"));
+}

@@ -1,0 +1,656 @@
+//! UQPay: Global Acquiring balances, behind a single-active access token.
+//!
+//! `POST {base}/v1/connect/token` with `x-client-id` and `x-api-key` mints a token
+//! (`{"auth_token","expired_at"}`); balance calls carry `x-auth-token: Bearer <token>`. Minting
+//! logs out the previous holder of the key, so the token lives in a process-wide slot per
+//! credential set (see [`token`]): minted lazily, reused across polls, accounts and reloads,
+//! refreshed a minute before `expired_at`, and after a 401 re-minted once and the call retried
+//! once. Balances come from the paginated list (`page_size=100`, every page) or, when the
+//! account names its currencies, from `/v2/payment/balances/{currency}` each. Errors come as
+//! `{"type","code","message"}` (string or numeric `code`), as the auth gateway's
+//! `{"error","message"}`, or not as JSON at all.
+//!
+//! No `x-idempotency-key` is sent: the balance calls are GETs, and a reused key would replay a
+//! stale balance for a day.
+
+pub mod sim;
+pub mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{ACCEPT, DATE, HeaderValue};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use self::token::{
+    CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, Usable,
+};
+use super::http::join_url;
+use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
+use crate::clock::{Clock, signed_seconds_between};
+use crate::config::{Fields, is_currency_code};
+use crate::money::parse_amount;
+use crate::secret::{Secret, redact};
+use crate::snapshot::Snapshot;
+
+pub const PRODUCTION_BASE_URL: &str = "https://api.uqpay.com/api";
+pub const SANDBOX_BASE_URL: &str = "https://api-sandbox.uqpaytech.com/api";
+
+/// Entries asked for per page of the balance list.
+pub const PAGE_SIZE: u32 = 100;
+/// More pages than this (10,000 currencies) is taken for a broken answer, not walked.
+const MAX_PAGES: u64 = 100;
+
+/// The kinds, with the wire field of each.
+const FIELDS: [(&str, &str); 6] = [
+    ("available", "available_balance"),
+    ("payable", "payable_balance"),
+    ("pending", "pending_balance"),
+    ("reserved", "reserved_balance"),
+    ("margin", "margin_balance"),
+    ("frozen", "frozen_balance"),
+];
+const KINDS: &[&str] = &[
+    "available",
+    "payable",
+    "pending",
+    "reserved",
+    "margin",
+    "frozen",
+];
+const DOCUMENTED_ERRORS: &[(&str, ErrorClass)] = &[
+    ("unauthorized", ErrorClass::Auth),
+    ("not_found", ErrorClass::Client),
+    ("too_many_requests", ErrorClass::RateLimit),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Sandbox,
+}
+
+impl Environment {
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Environment::Production => PRODUCTION_BASE_URL,
+            Environment::Sandbox => SANDBOX_BASE_URL,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub base_url: reqwest::Url,
+    pub client_id: String,
+    pub api_key: Secret,
+    /// `x-on-behalf-of`: the sub-account whose balances to read; no header when absent.
+    pub on_behalf_of: Option<String>,
+    /// `None`: every currency, from the paginated list.
+    pub currencies: Option<Vec<String>>,
+}
+
+impl Config {
+    pub fn read(fields: &mut Fields<'_>) -> Option<Config> {
+        let environment: Option<Environment> = fields.optional("environment");
+        let client_id = fields.required_string("client_id");
+        let api_key = fields.secret("api_key");
+        let on_behalf_of: Option<String> = fields.optional("on_behalf_of");
+        let currencies = read_currencies(fields);
+        if let Some(id) = &client_id
+            && !header_safe(id)
+        {
+            fields.error("client_id", "must be printable ASCII without spaces");
+        }
+        if let Some(key) = &api_key
+            && !header_safe(key.value.expose())
+        {
+            fields.error_at(&key.path, "must be printable ASCII without spaces");
+        }
+        if let Some(id) = &on_behalf_of
+            && !header_safe(id)
+        {
+            fields.error(
+                "on_behalf_of",
+                "must be a non-empty sub-account id of printable ASCII without spaces (leave the key out for the main account)",
+            );
+        }
+        let environment = environment.unwrap_or(Environment::Production);
+        let base_url = fields.base_url(Some(environment.base_url()))?;
+        Some(Config {
+            environment,
+            base_url,
+            client_id: client_id?,
+            api_key: api_key?.value,
+            on_behalf_of,
+            currencies: currencies?,
+        })
+    }
+}
+
+/// `currencies`: `Some(None)` when absent (every currency), `None` when invalid.
+fn read_currencies(fields: &mut Fields<'_>) -> Option<Option<Vec<String>>> {
+    if !fields.has("currencies") {
+        return Some(None);
+    }
+    fields.currencies("currencies", false).map(Some)
+}
+
+/// Fits in an HTTP header as it is: visible ASCII, no spaces.
+fn header_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl ProviderSettings for Config {
+    fn provider(&self) -> &'static str {
+        "uqpay"
+    }
+
+    fn kinds(&self) -> &'static [&'static str] {
+        KINDS
+    }
+
+    fn default_threshold_kind(&self) -> &'static str {
+        "available"
+    }
+
+    fn currency_scope(&self) -> CurrencyScope {
+        match &self.currencies {
+            Some(list) => CurrencyScope::Fixed(list.clone()),
+            None => CurrencyScope::Discovered,
+        }
+    }
+
+    fn documented_errors(&self) -> &'static [(&'static str, ErrorClass)] {
+        DOCUMENTED_ERRORS
+    }
+
+    fn mints_tokens(&self) -> bool {
+        true
+    }
+
+    fn build(&self) -> Arc<dyn Provider> {
+        Arc::new(UqPay::new(self.clone()))
+    }
+}
+
+/// How the provider reaches the API: [`Http`] in the exporter; in unit tests, the simulator
+/// called in-process so that the token lifecycle can run under paused time.
+pub(crate) trait Transport: Sync {
+    /// When this poll must be over.
+    fn deadline(&self) -> Instant;
+    /// The local wall clock.
+    fn clock(&self) -> Clock;
+    /// The account polled, for logs.
+    fn account(&self) -> &str;
+    fn count_token_refresh(&self);
+    /// [`Http::call`].
+    fn call<T: Send>(
+        &self,
+        endpoint: &'static str,
+        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
+        interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
+    ) -> impl Future<Output = Result<T, ProviderError>> + Send;
+}
+
+impl Transport for Http<'_> {
+    fn deadline(&self) -> Instant {
+        Http::deadline(self)
+    }
+
+    fn clock(&self) -> Clock {
+        Http::clock(self)
+    }
+
+    fn account(&self) -> &str {
+        self.telemetry().account()
+    }
+
+    fn count_token_refresh(&self) {
+        self.telemetry().count_token_refresh();
+    }
+
+    fn call<T: Send>(
+        &self,
+        endpoint: &'static str,
+        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
+        interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
+    ) -> impl Future<Output = Result<T, ProviderError>> + Send {
+        Http::call(self, endpoint, build, interpret)
+    }
+}
+
+pub(crate) struct UqPay {
+    config: Config,
+    slot: Arc<TokenSlot>,
+    token_url: reqwest::Url,
+    list_url: reqwest::Url,
+}
+
+/// A failed balance call, and whether it was a 401 (which a new token may cure).
+struct Failure {
+    error: ProviderError,
+    unauthorized: bool,
+}
+
+impl UqPay {
+    pub(crate) fn new(config: Config) -> Self {
+        let slot = token::slot_for(CredentialKey {
+            base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
+            client_id: config.client_id.clone(),
+            api_key: config.api_key.clone(),
+        });
+        UqPay {
+            token_url: join_url(&config.base_url, "/v1/connect/token"),
+            list_url: join_url(&config.base_url, "/v2/payment/balances"),
+            config,
+            slot,
+        }
+    }
+
+    /// One poll: balances with the cached token; after a 401, once more with a new one.
+    pub(crate) async fn poll<X: Transport>(&self, x: &X) -> Result<Snapshot, ProviderError> {
+        let token = self.token(x, None).await?;
+        match self.balances(x, token.value()).await {
+            Ok(snapshot) => Ok(snapshot),
+            Err(Failure {
+                unauthorized: true, ..
+            }) => {
+                let token = self.token(x, Some(&token)).await?;
+                self.balances(x, token.value()).await.map_err(|f| {
+                    let mut error = f.error;
+                    if f.unauthorized {
+                        token.mark_refused_when_new();
+                        error.message = format!("{} (again with a new token)", error.message);
+                    }
+                    error
+                })
+            }
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// A token to use: the cached one, or a new one minted by this poll (one poll at a time).
+    async fn token<X: Transport>(
+        &self,
+        x: &X,
+        rejected: Option<&Token>,
+    ) -> Result<Arc<Token>, ProviderError> {
+        let mut slot = self.slot.lock(x.deadline()).await?;
+        match slot.usable(rejected, Instant::now()) {
+            Usable::Token(token) => return Ok(token),
+            Usable::Mint {
+                rejected_early: true,
+            } => tracing::warn!(
+                account = x.account(),
+                client_id = %self.config.client_id,
+                "UQPay rejected an access token before its lifetime was over: another process probably minted one with the same API key (each mint logs out the previous holder); give the exporter its own API key or run a single replica per key"
+            ),
+            Usable::Mint { .. } => {}
+        }
+        slot.check_mint_allowed(Instant::now())?;
+        let requested_at = Instant::now();
+        let minted = self.mint(x).await;
+        if minted.is_ok() {
+            x.count_token_refresh();
+        }
+        slot.store(minted, requested_at, x.account())
+    }
+
+    async fn mint<X: Transport>(&self, x: &X) -> Result<Minted, ProviderError> {
+        let c = &self.config;
+        let requested_wall = x.clock().now();
+        x.call(
+            "token",
+            |client| {
+                Ok(client
+                    .post(self.token_url.clone())
+                    .header(ACCEPT, "application/json")
+                    .header("x-client-id", &c.client_id)
+                    .header("x-api-key", sensitive(c.api_key.expose())?))
+            },
+            |response| parse_token(response, requested_wall),
+        )
+        .await
+    }
+
+    async fn balances<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
+        match &self.config.currencies {
+            Some(currencies) => {
+                let mut snapshot = Snapshot::default();
+                for currency in currencies {
+                    let url = join_url(
+                        &self.config.base_url,
+                        &format!("/v2/payment/balances/{currency}"),
+                    );
+                    let one = self
+                        .get(x, "balance", url, token, |r| parse_single(r, currency))
+                        .await?;
+                    merge(&mut snapshot, one);
+                }
+                Ok(snapshot)
+            }
+            None => {
+                let mut snapshot = Snapshot::default();
+                let mut page: u64 = 1;
+                loop {
+                    let mut url = self.list_url.clone();
+                    url.query_pairs_mut()
+                        .append_pair("page_number", &page.to_string())
+                        .append_pair("page_size", &PAGE_SIZE.to_string());
+                    let (part, total_pages) =
+                        self.get(x, "balances", url, token, parse_page).await?;
+                    merge(&mut snapshot, part);
+                    if page >= total_pages {
+                        return Ok(snapshot);
+                    }
+                    if page >= MAX_PAGES {
+                        return Err(Failure {
+                            error: ProviderError::decode(format!(
+                                "the balance list claims {total_pages} pages; stopped after {MAX_PAGES}"
+                            )),
+                            unauthorized: false,
+                        });
+                    }
+                    page += 1;
+                }
+            }
+        }
+    }
+
+    /// An authenticated GET, noting whether its last answer was a 401.
+    async fn get<X: Transport, T: Send>(
+        &self,
+        x: &X,
+        endpoint: &'static str,
+        url: reqwest::Url,
+        token: &Secret,
+        parse: impl Fn(&Response) -> Result<T, ProviderError> + Send + Sync,
+    ) -> Result<T, Failure> {
+        let c = &self.config;
+        let mut unauthorized = false;
+        let result = x
+            .call(
+                endpoint,
+                |client| {
+                    let mut request = client
+                        .get(url.clone())
+                        .header(ACCEPT, "application/json")
+                        .header("x-client-id", &c.client_id)
+                        .header(
+                            "x-auth-token",
+                            sensitive(&format!("Bearer {}", token.expose()))?,
+                        );
+                    if let Some(id) = &c.on_behalf_of {
+                        request = request.header("x-on-behalf-of", id);
+                    }
+                    Ok(request)
+                },
+                |response| {
+                    unauthorized = response.status == 401;
+                    if !response.is_success() {
+                        return Err(error_from(response, token));
+                    }
+                    parse(response)
+                },
+            )
+            .await;
+        result.map_err(|error| Failure {
+            error,
+            unauthorized,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for UqPay {
+    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError> {
+        self.poll(http).await
+    }
+}
+
+/// A header value kept out of debug output.
+fn sensitive(value: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        ProviderError::new(
+            "request",
+            ErrorClass::Client,
+            "a credential has characters not allowed in an HTTP header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn merge(into: &mut Snapshot, part: Snapshot) {
+    for balance in part.balances {
+        into.add(&balance.currency, balance.kind, Some(balance.amount));
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
+    message: Option<String>,
+}
+
+/// The error of a non-2xx answer: the body's `code` (string or number), else the gateway's
+/// `error`, else its `type`, else `http_<status>`; the class from the status.
+fn error_from(response: &Response, token: &Secret) -> ProviderError {
+    let body = serde_json::from_slice::<ErrorBody>(&response.body).ok();
+    let code = body
+        .as_ref()
+        .and_then(|b| [&b.code, &b.error, &b.kind].into_iter().find_map(code_text));
+    let message = body
+        .as_ref()
+        .and_then(|b| b.message.clone())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&response.body);
+            let snippet: String = text.trim().chars().take(120).collect();
+            format!("HTTP {}: {snippet}", response.status)
+        });
+    // A message may echo the token; the config's secrets are scrubbed by the caller.
+    let message = redact(&message, std::slice::from_ref(token));
+    let error = match code {
+        Some(code) => {
+            let class = match code.as_str() {
+                "too_many_requests" => ErrorClass::RateLimit,
+                "unauthorized" => ErrorClass::Auth,
+                _ => ErrorClass::of_http_status(response.status),
+            };
+            ProviderError::new(code, class, message)
+        }
+        None => ProviderError::http_status(response.status, message),
+    };
+    error.with_retry_after(response.retry_after())
+}
+
+/// A usable `code` label from a JSON string or number.
+fn code_text(value: &Option<serde_json::Value>) -> Option<String> {
+    let text = match value.as_ref()? {
+        serde_json::Value::String(s) => s.trim().to_owned(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let fits = !text.is_empty() && text.len() <= 64 && !text.chars().any(char::is_control);
+    fits.then_some(text)
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    auth_token: Option<String>,
+    expired_at: Option<serde_json::Value>,
+}
+
+/// The token answer. `expired_at` is absolute (unix seconds, the provider's clock): its
+/// distance from the answer's `Date` (or, without one, from our clock when we asked) is the
+/// lifetime.
+fn parse_token(response: &Response, requested_wall: SystemTime) -> Result<Minted, ProviderError> {
+    if !response.is_success() {
+        return Err(error_from(response, &Secret::new("")));
+    }
+    let body: TokenBody = response.json()?;
+    let value = body
+        .auth_token
+        .filter(|t| header_safe(t))
+        .ok_or_else(|| ProviderError::decode("the token answer has no usable auth_token"))?;
+    // `Date` has whole seconds, rounded down: the provider's clock when we asked was at most
+    // a second past it, so counting from there never believes a token lives longer than it does.
+    let reference = response
+        .header(DATE.as_str())
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .map(|date| date + Duration::from_secs(1))
+        .unwrap_or(requested_wall);
+    let expired_at = body.expired_at.as_ref().and_then(|v| match v {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    });
+    Ok(Minted {
+        value: Secret::new(value),
+        lifetime: lifetime(expired_at, reference),
+    })
+}
+
+/// The lifetime `expired_at` gives at `reference`, unless it cannot be believed.
+fn lifetime(expired_at: Option<i64>, reference: SystemTime) -> Lifetime {
+    let Some(expired_at) = expired_at else {
+        return Lifetime::Fallback("the token answer has no expired_at".into());
+    };
+    let at = if expired_at >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(expired_at.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
+    let remaining = signed_seconds_between(at, reference);
+    if remaining <= 0.0 {
+        Lifetime::Fallback(format!(
+            "expired_at {expired_at} is {:.0}s in the past",
+            -remaining
+        ))
+    } else if remaining > MAX_PLAUSIBLE_LIFETIME.as_secs_f64() {
+        Lifetime::Fallback(format!(
+            "expired_at {expired_at} is {remaining:.0}s ahead, not a plausible lifetime"
+        ))
+    } else {
+        Lifetime::Stated(Duration::from_secs_f64(remaining))
+    }
+}
+
+/// One balance entry; any amount may be missing or null.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    currency: Option<String>,
+    #[serde(borrow)]
+    available_balance: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payable_balance: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pending_balance: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reserved_balance: Option<&'a RawValue>,
+    #[serde(borrow)]
+    margin_balance: Option<&'a RawValue>,
+    #[serde(borrow)]
+    frozen_balance: Option<&'a RawValue>,
+    /// Some answers wrap the entry in `data`.
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+impl Entry<'_> {
+    /// Adds this entry's amounts under `currency` (its own, or the one asked for).
+    fn add_to(&self, snapshot: &mut Snapshot, asked: Option<&str>) -> Result<(), ProviderError> {
+        let wire = self
+            .currency
+            .as_deref()
+            .map(|c| c.trim().to_ascii_uppercase());
+        let currency = match (wire, asked) {
+            (Some(wire), Some(asked)) if wire != asked => {
+                return Err(ProviderError::decode(format!(
+                    "asked for the {asked} balance, got {wire}"
+                )));
+            }
+            (Some(wire), _) if is_currency_code(&wire) => wire,
+            (None, Some(asked)) => asked.to_owned(),
+            (wire, _) => {
+                return Err(ProviderError::decode(format!(
+                    "a balance without a valid currency ({wire:?})"
+                )));
+            }
+        };
+        for ((kind, field), raw) in FIELDS.iter().zip(self.amounts()) {
+            let amount: Option<Decimal> = parse_amount(raw)
+                .map_err(|e| ProviderError::decode(format!("{currency} {field}: {e}")))?;
+            snapshot.add(&currency, kind, amount);
+        }
+        Ok(())
+    }
+
+    /// The amounts in the order of [`FIELDS`].
+    fn amounts(&self) -> [Option<&RawValue>; 6] {
+        [
+            self.available_balance,
+            self.payable_balance,
+            self.pending_balance,
+            self.reserved_balance,
+            self.margin_balance,
+            self.frozen_balance,
+        ]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.currency.is_none() && self.amounts().iter().all(Option::is_none)
+    }
+}
+
+#[derive(Deserialize)]
+struct PageBody<'a> {
+    total_pages: u64,
+    #[serde(borrow)]
+    data: Vec<Entry<'a>>,
+}
+
+/// One page of the list: its balances and the number of pages.
+fn parse_page(response: &Response) -> Result<(Snapshot, u64), ProviderError> {
+    let body: PageBody = response.json()?;
+    let mut snapshot = Snapshot::default();
+    for entry in &body.data {
+        entry.add_to(&mut snapshot, None)?;
+    }
+    Ok((snapshot, body.total_pages))
+}
+
+/// The balance of one currency, bare or wrapped in `data`.
+fn parse_single(response: &Response, currency: &str) -> Result<Snapshot, ProviderError> {
+    let outer: Entry = response.json()?;
+    let inner: Entry;
+    let entry = match outer.data {
+        Some(data) if outer.is_empty() => {
+            inner = serde_json::from_str(data.get())
+                .map_err(|e| ProviderError::decode(format!("unexpected balance data: {e}")))?;
+            &inner
+        }
+        _ => &outer,
+    };
+    if entry.is_empty() {
+        return Err(ProviderError::decode(format!(
+            "the {currency} answer holds no balance"
+        )));
+    }
+    let mut snapshot = Snapshot::default();
+    entry.add_to(&mut snapshot, Some(currency))?;
+    Ok(snapshot)
+}

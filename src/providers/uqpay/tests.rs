@@ -1,0 +1,659 @@
+//! The provider against its simulator called in-process, so that the token lifecycle runs
+//! under paused time (real sockets and paused time do not mix). Requests are built by the
+//! provider's own code and handed to the simulator's handler as they would arrive; the
+//! transport makes one attempt per call (retries are `Http::call`'s, tested over loopback).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::sim::{SimBalance, SimClient, UqPaySim};
+use super::*;
+use crate::config::{Format, parse};
+use crate::sim::{Fault, Ledger, SimHandler, SimRequest};
+
+/// One request as the simulator saw it and answered it.
+#[derive(Debug, Clone)]
+struct Sent {
+    endpoint: &'static str,
+    status: u16,
+    headers: HeaderMap,
+}
+
+struct InProcess {
+    sim: Arc<UqPaySim>,
+    client: reqwest::Client,
+    poll_budget: Duration,
+    sent: Mutex<Vec<Sent>>,
+    refreshes: AtomicU64,
+}
+
+impl InProcess {
+    fn new(sim: Arc<UqPaySim>) -> Self {
+        InProcess {
+            sim,
+            client: reqwest::Client::new(),
+            poll_budget: Duration::from_secs(60),
+            sent: Mutex::new(Vec::new()),
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        crate::sim::lock(&self.sent).clone()
+    }
+
+    fn count(&self, endpoint: &str, status: Option<u16>) -> usize {
+        self.sent()
+            .iter()
+            .filter(|s| s.endpoint == endpoint && status.is_none_or(|st| st == s.status))
+            .count()
+    }
+}
+
+impl Transport for InProcess {
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.poll_budget
+    }
+
+    fn clock(&self) -> Clock {
+        Clock::system()
+    }
+
+    fn account(&self) -> &str {
+        "test"
+    }
+
+    fn count_token_refresh(&self) {
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn call<T: Send>(
+        &self,
+        endpoint: &'static str,
+        mut build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
+        mut interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
+    ) -> Result<T, ProviderError> {
+        let request = build(&self.client)?
+            .build()
+            .map_err(|e| ProviderError::new("request", ErrorClass::Client, e.to_string()))?;
+        let url = request.url();
+        let sim_request = SimRequest {
+            method: request.method().to_string(),
+            path: url.path().to_owned(),
+            query: url.query().map(str::to_owned),
+            headers: request.headers().clone(),
+            body: Default::default(),
+        };
+        let answer = self.sim.handle(&sim_request).await;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &answer.headers {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        crate::sim::lock(&self.sent).push(Sent {
+            endpoint,
+            status: answer.status,
+            headers: sim_request.headers.clone(),
+        });
+        interpret(&Response::new(
+            answer.status,
+            headers,
+            answer.body,
+            SystemTime::now(),
+        ))
+    }
+}
+
+const CLIENT: &str = "client-1";
+const KEY: &str = "api-key-1";
+
+fn sim_with_currencies(currencies: &[&str]) -> Arc<UqPaySim> {
+    let sim = UqPaySim::new();
+    let balances = currencies
+        .iter()
+        .map(|c| SimBalance::new(c, Ledger::fixed(Decimal::new(100_050, 2))))
+        .collect();
+    sim.add_client(CLIENT, SimClient::new(KEY, balances));
+    sim
+}
+
+/// A provider for `client` at a base URL of its own (the token slots are process-wide).
+fn provider(test: &str, extra: &str) -> UqPay {
+    let yaml = format!(
+        "accounts:
+  - name: a
+    provider: uqpay
+    base_url: http://{test}.sim.test/api
+    client_id: {CLIENT}
+    api_key: {KEY}
+{extra}"
+    );
+    let config = parse(&yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
+    match &config.accounts[0].provider {
+        crate::providers::ProviderConfig::UqPay(c) => UqPay::new(c.clone()),
+        other => panic!("not uqpay: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_hour_of_60s_polls_with_30_minute_tokens_mints_three_tokens() {
+    let sim = sim_with_currencies(&["SGD", "USD"]);
+    let uqpay = provider("one-hour", "");
+    let x = InProcess::new(sim.clone());
+    let started = Instant::now();
+    let mut polls: u64 = 0;
+    while started.elapsed() < Duration::from_secs(3600) {
+        let snapshot = uqpay.poll(&x).await.unwrap();
+        assert_eq!(snapshot.currencies(), vec!["SGD", "USD"]);
+        polls += 1;
+        tokio::time::sleep_until(started + Duration::from_secs(60 * polls)).await;
+    }
+    assert_eq!(polls, 60);
+    // Minted at 0:00, refreshed a minute before expiry at about 29:00 and 58:00.
+    assert_eq!(sim.mints(CLIENT), 3);
+    assert_eq!(x.refreshes.load(Ordering::Relaxed), 3);
+    assert_eq!(x.count("token", None), 3);
+    // Never a rejected token: each refresh came before the old token died.
+    assert_eq!(x.count("balances", Some(401)), 0);
+    assert_eq!(x.count("balances", Some(200)), 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_is_refreshed_before_it_expires_without_a_failed_request() {
+    let sim = sim_with_currencies(&["SGD"]);
+    sim.set_token_lifetime(Duration::from_secs(300));
+    let uqpay = provider("refresh", "");
+    let x = InProcess::new(sim.clone());
+    // Polls every 10 s for 20 minutes: a 300 s token is replaced at about 240 s.
+    for _ in 0..120 {
+        uqpay.poll(&x).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let mints = sim.mints(CLIENT);
+    assert!((4..=5).contains(&mints), "{mints} mints in 20 minutes");
+    assert_eq!(x.count("balances", Some(401)), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outside_mint_costs_exactly_one_re_mint_and_the_poll_succeeds() {
+    let sim = sim_with_currencies(&["SGD"]);
+    let uqpay = provider("outside", "");
+    let x = InProcess::new(sim.clone());
+    uqpay.poll(&x).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    sim.mint_outside(CLIENT);
+    uqpay.poll(&x).await.unwrap();
+    assert_eq!(sim.mints(CLIENT), 2);
+    assert_eq!(x.count("balances", Some(401)), 1);
+    // And the new token is kept.
+    uqpay.poll(&x).await.unwrap();
+    assert_eq!(sim.mints(CLIENT), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_persistent_401_gives_one_re_mint_per_poll_and_an_auth_error() {
+    let sim = sim_with_currencies(&["SGD"]);
+    sim.update(CLIENT, |c| c.faults.always(Fault::code("unauthorized")));
+    let uqpay = provider("persistent", "");
+    let x = InProcess::new(sim.clone());
+    let error = uqpay.poll(&x).await.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("unauthorized", ErrorClass::Auth)
+    );
+    assert!(
+        error.message.contains("again with a new token"),
+        "{}",
+        error.message
+    );
+    assert_eq!(sim.mints(CLIENT), 2);
+    assert_eq!(x.count("balances", None), 2);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(uqpay.poll(&x).await.is_err());
+    assert_eq!(sim.mints(CLIENT), 3, "one re-mint per poll, no loop");
+    assert_eq!(x.count("balances", None), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_polls_of_accounts_sharing_a_key_share_one_mint() {
+    let sim = sim_with_currencies(&["SGD", "USD"]);
+    sim.update(CLIENT, |c| {
+        c.token_faults
+            .next(Fault::Latency(Duration::from_secs(2)), 1)
+    });
+    let accounts = [
+        provider("shared", ""),
+        provider("shared", "    currencies: [USD]"),
+        provider("shared", "    currencies: [SGD, USD]"),
+    ];
+    let x = InProcess::new(sim.clone());
+    let results = join_all(accounts.iter().map(|a| a.poll(&x))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(sim.mints(CLIENT), 1);
+    assert_eq!(x.count("token", None), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_mint_waits_for_retry_after_without_asking_again() {
+    let sim = sim_with_currencies(&["SGD"]);
+    sim.update(CLIENT, |c| {
+        c.retry_after = Some("120".into());
+        c.token_faults.next(Fault::code("too_many_requests"), 1);
+    });
+    let uqpay = provider("token-429", "");
+    let x = InProcess::new(sim.clone());
+    let error = uqpay.poll(&x).await.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("too_many_requests", ErrorClass::RateLimit)
+    );
+    assert_eq!(error.retry_after, Some(Duration::from_secs(120)));
+    // Polls within the two minutes fail without a request to the token endpoint.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let again = uqpay.poll(&x).await.unwrap_err();
+        assert_eq!(again.class, ErrorClass::RateLimit);
+    }
+    assert_eq!(x.count("token", None), 1);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    uqpay.poll(&x).await.unwrap();
+    assert_eq!(x.count("token", None), 2);
+    assert_eq!(sim.mints(CLIENT), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_on_a_token_another_account_already_replaced_takes_the_new_one_without_a_mint() {
+    let sim = sim_with_currencies(&["SGD"]);
+    sim.set_token_lifetime(Duration::from_secs(240));
+    let a = provider("handover", "");
+    let b = provider("handover", "    currencies: [SGD]");
+    let x = InProcess::new(sim.clone());
+    a.poll(&x).await.unwrap();
+    // `b` starts a call with the first token...
+    let held = b.token(&x, None).await.unwrap();
+    // ... while `a` refreshes it (due 60 s before the end of its 240 s).
+    tokio::time::sleep(Duration::from_secs(181)).await;
+    a.poll(&x).await.unwrap();
+    assert_eq!(sim.mints(CLIENT), 2);
+    let failure = b.balances(&x, held.value()).await.err().unwrap();
+    assert!(failure.unauthorized);
+    // The rejected token is no longer the slot's: `b` gets a's new one, no third mint.
+    let next = b.token(&x, Some(&held)).await.unwrap();
+    assert_ne!(next.generation(), held.generation());
+    assert!(b.balances(&x, next.value()).await.is_ok());
+    assert_eq!(sim.mints(CLIENT), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_are_walked_with_the_required_parameters() {
+    let codes: Vec<String> = (0..205)
+        .map(|i| {
+            format!(
+                "{}{}Q",
+                (b'A' + (i / 26) as u8) as char,
+                (b'A' + (i % 26) as u8) as char
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let sim = sim_with_currencies(&refs);
+    let uqpay = provider("pages", "");
+    let x = InProcess::new(sim);
+    let snapshot = uqpay.poll(&x).await.unwrap();
+    assert_eq!(snapshot.currencies().len(), 205);
+    assert_eq!(snapshot.balances.len(), 205 * 6);
+    assert_eq!(x.count("balances", Some(200)), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sub_account_header_is_sent_only_when_configured() {
+    let sim = sim_with_currencies(&["SGD"]);
+    sim.update(CLIENT, |c| {
+        c.sub_accounts.insert(
+            "sub-7".into(),
+            vec![SimBalance::new("USD", Ledger::fixed(Decimal::from(7)))],
+        );
+    });
+    let main = provider("sub", "");
+    let sub = provider("sub", "    on_behalf_of: sub-7");
+    let x = InProcess::new(sim);
+    assert_eq!(main.poll(&x).await.unwrap().currencies(), vec!["SGD"]);
+    assert_eq!(sub.poll(&x).await.unwrap().currencies(), vec!["USD"]);
+    let sent = x.sent();
+    let balance_calls: Vec<_> = sent.iter().filter(|s| s.endpoint == "balances").collect();
+    assert_eq!(balance_calls.len(), 2);
+    assert!(balance_calls[0].headers.get("x-on-behalf-of").is_none());
+    assert_eq!(balance_calls[1].headers["x-on-behalf-of"], "sub-7");
+    // The token call carries the credentials, never the sub-account.
+    let token_call = sent.iter().find(|s| s.endpoint == "token").unwrap();
+    assert!(token_call.headers.get("x-on-behalf-of").is_none());
+    assert!(token_call.headers["x-api-key"].is_sensitive());
+    assert!(balance_calls[0].headers["x-auth-token"].is_sensitive());
+    assert!(balance_calls[0].headers.get("x-idempotency-key").is_none());
+}
+
+fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    Response::new(status, map, body.to_owned().into(), SystemTime::now())
+}
+
+#[test]
+fn every_error_shape_gives_a_useful_code() {
+    let token = Secret::new("tok-secret-value");
+    let cases = [
+        (
+            401,
+            r#"{"type":"unauthorized_error","code":"unauthorized","message":"m"}"#,
+            "unauthorized",
+            ErrorClass::Auth,
+        ),
+        (
+            400,
+            r#"{"type":"invalid_request_error","code":"not_found","message":"m"}"#,
+            "not_found",
+            ErrorClass::Client,
+        ),
+        (
+            400,
+            r#"{"type":"api_error","code":10001,"message":"m"}"#,
+            "10001",
+            ErrorClass::Client,
+        ),
+        (
+            403,
+            r#"{"error":"access_denied","message":"IP not allowed"}"#,
+            "access_denied",
+            ErrorClass::Auth,
+        ),
+        (
+            429,
+            r#"{"code":"too_many_requests"}"#,
+            "too_many_requests",
+            ErrorClass::RateLimit,
+        ),
+        (
+            400,
+            r#"{"code":"too_many_requests"}"#,
+            "too_many_requests",
+            ErrorClass::RateLimit,
+        ),
+        (
+            500,
+            r#"{"type":"api_error","message":"m"}"#,
+            "api_error",
+            ErrorClass::Server,
+        ),
+        (
+            502,
+            "<html>Bad Gateway</html>",
+            "http_502",
+            ErrorClass::Server,
+        ),
+        (403, "Forbidden", "http_403", ErrorClass::Auth),
+        (
+            404,
+            r#"{"code":null,"message":"m"}"#,
+            "http_404",
+            ErrorClass::Client,
+        ),
+        (
+            400,
+            r#"{"code":{"nested":1}}"#,
+            "http_400",
+            ErrorClass::Client,
+        ),
+    ];
+    for (status, body, code, class) in cases {
+        let error = error_from(&response(status, &[], body), &token);
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            (code, class),
+            "{status} {body}"
+        );
+    }
+    let echoed = error_from(
+        &response(
+            401,
+            &[],
+            r#"{"code":"unauthorized","message":"token tok-secret-value is revoked"}"#,
+        ),
+        &token,
+    );
+    assert!(
+        !echoed.message.contains("tok-secret-value"),
+        "{}",
+        echoed.message
+    );
+    let html = error_from(&response(502, &[], "<html>Bad Gateway</html>"), &token);
+    assert!(html.message.contains("Bad Gateway"), "{}", html.message);
+    let limited = error_from(&response(429, &[("retry-after", "7")], "{}"), &token);
+    assert_eq!(limited.retry_after, Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn lifetimes_from_expired_at() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert_eq!(
+        lifetime(Some(1_700_001_800), now),
+        Lifetime::Stated(Duration::from_secs(1800))
+    );
+    for (at, why) in [
+        (Some(1_699_999_000), "in the past"),
+        (Some(1_700_000_000), "in the past"),
+        (Some(1_700_001_800_000), "not a plausible lifetime"),
+        (Some(-5), "in the past"),
+        (None, "no expired_at"),
+    ] {
+        match lifetime(at, now) {
+            Lifetime::Fallback(reason) => assert!(reason.contains(why), "{at:?}: {reason}"),
+            stated => panic!("{at:?} gave {stated:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_token_lifetime_counts_from_the_providers_date() {
+    // Our clock is an hour behind: expired_at read against it would look like 90 minutes.
+    let provider_now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let ours = provider_now - Duration::from_secs(3600);
+    let date = httpdate::fmt_http_date(provider_now);
+    let body = r#"{"auth_token":"abc.def","expired_at":1700001800}"#;
+    let minted = parse_token(&response(200, &[("date", &date)], body), ours).unwrap();
+    assert_eq!(minted.value.expose(), "abc.def");
+    assert_eq!(minted.lifetime, Lifetime::Stated(Duration::from_secs(1799)));
+    // Without Date, our own clock.
+    let minted = parse_token(&response(200, &[], body), provider_now).unwrap();
+    assert_eq!(minted.lifetime, Lifetime::Stated(Duration::from_secs(1800)));
+    // expired_at as a string is read too.
+    let text = r#"{"auth_token":"abc","expired_at":"1700000900"}"#;
+    let minted = parse_token(&response(200, &[], text), provider_now).unwrap();
+    assert_eq!(minted.lifetime, Lifetime::Stated(Duration::from_secs(900)));
+    for bad in [
+        r#"{"expired_at":1}"#,
+        r#"{"auth_token":"","expired_at":1}"#,
+        r#"{"auth_token":"a b"}"#,
+        "[]",
+    ] {
+        assert_eq!(
+            parse_token(&response(200, &[], bad), provider_now)
+                .unwrap_err()
+                .code,
+            "decode",
+            "{bad}"
+        );
+    }
+    let refused = parse_token(
+        &response(
+            401,
+            &[],
+            r#"{"type":"unauthorized_error","code":"unauthorized"}"#,
+        ),
+        provider_now,
+    )
+    .unwrap_err();
+    assert_eq!(refused.class, ErrorClass::Auth);
+}
+
+#[test]
+fn balances_are_exact_and_missing_or_null_amounts_are_no_sample() {
+    let body = r#"{"total_pages":1,"total_items":2,"data":[
+        {"balance_id":"b1","currency":"SGD","available_balance":"1000.10","payable_balance":"950.00",
+         "pending_balance":null,"reserved_balance":"-0.01","margin_balance":"12345678901.123456"},
+        {"currency":"usd","available_balance":"5"}]}"#;
+    let (snapshot, pages) = parse_page(&response(200, &[], body)).unwrap();
+    assert_eq!(pages, 1);
+    let amount = |c: &str, k: &str| {
+        snapshot
+            .balances
+            .iter()
+            .find(|b| b.currency == c && b.kind == k)
+            .map(|b| b.amount.to_string())
+    };
+    assert_eq!(amount("SGD", "available").as_deref(), Some("1000.10"));
+    assert_eq!(amount("SGD", "reserved").as_deref(), Some("-0.01"));
+    assert_eq!(
+        amount("SGD", "margin").as_deref(),
+        Some("12345678901.123456")
+    );
+    assert_eq!(amount("SGD", "pending"), None);
+    assert_eq!(amount("SGD", "frozen"), None);
+    assert_eq!(amount("USD", "available").as_deref(), Some("5"));
+    assert_eq!(snapshot.balances.len(), 5);
+
+    for bad in [
+        r#"{"total_pages":1,"data":[{"available_balance":"1"}]}"#,
+        r#"{"total_pages":1,"data":[{"currency":"SGD","available_balance":"1,5"}]}"#,
+        r#"{"total_pages":1}"#,
+        r#"{"data":[]}"#,
+        r#"{"code":"x"}"#,
+    ] {
+        assert_eq!(
+            parse_page(&response(200, &[], bad)).unwrap_err().code,
+            "decode",
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_single_balance_is_read_bare_or_wrapped_and_must_be_the_one_asked_for() {
+    let bare = r#"{"currency":"SGD","available_balance":"1.50"}"#;
+    let wrapped = r#"{"data":{"currency":"SGD","available_balance":"1.50"}}"#;
+    for body in [bare, wrapped] {
+        let snapshot = parse_single(&response(200, &[], body), "SGD").unwrap();
+        assert_eq!(snapshot.balances.len(), 1, "{body}");
+        assert_eq!(snapshot.balances[0].amount, Decimal::new(150, 2));
+    }
+    assert!(parse_single(&response(200, &[], bare), "USD").is_err());
+    let without_currency = r#"{"available_balance":"2"}"#;
+    let snapshot = parse_single(&response(200, &[], without_currency), "USD").unwrap();
+    assert_eq!(snapshot.balances[0].currency, "USD");
+    assert_eq!(
+        parse_single(&response(200, &[], "{}"), "USD")
+            .unwrap_err()
+            .code,
+        "decode"
+    );
+}
+
+fn config_errors(extra: &str) -> String {
+    let yaml = format!(
+        "accounts:
+  - name: u
+    provider: uqpay
+{extra}"
+    );
+    match parse(&yaml, Format::Yaml, std::path::Path::new(".")) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn config_keys_and_their_problems() {
+    let ok = "    client_id: c\n    api_key: k\n";
+    assert_eq!(config_errors(ok), "");
+    let yaml = format!(
+        "accounts:\n  - name: u\n    provider: uqpay\n{ok}    environment: sandbox\n    on_behalf_of: sub-1\n    currencies: [sgd, USD]\n"
+    );
+    let config = parse(&yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
+    let crate::providers::ProviderConfig::UqPay(c) = &config.accounts[0].provider else {
+        panic!("not uqpay");
+    };
+    assert_eq!(c.base_url.as_str(), "https://api-sandbox.uqpaytech.com/api");
+    assert_eq!(
+        c.currencies.as_deref(),
+        Some(&["SGD".to_owned(), "USD".to_owned()][..])
+    );
+    assert_eq!(c.on_behalf_of.as_deref(), Some("sub-1"));
+    assert_eq!(
+        c.currency_scope(),
+        CurrencyScope::Fixed(vec!["SGD".into(), "USD".into()])
+    );
+
+    let secret = "accounts:\n  - name: u\n    provider: uqpay\n    client_id: c\n    api_key: a-long-api-key\n";
+    let config = parse(secret, Format::Yaml, std::path::Path::new(".")).unwrap();
+    assert!(!format!("{config:?}").contains("a-long-api-key"));
+    let errors = config_errors("    api_key: k\n    api_key_env: X\n    environment: staging\n");
+    assert!(
+        errors.contains("accounts[0].client_id: required"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("accounts[0].api_key: give only one of"),
+        "{errors}"
+    );
+    assert!(errors.contains("accounts[0].environment"), "{errors}");
+    let errors = config_errors(&format!("{ok}    currencies: []\n"));
+    assert!(
+        errors.contains("accounts[0].currencies: list at least one currency"),
+        "{errors}"
+    );
+    let errors = config_errors(&format!("{ok}    currencies: [USD, US, usd]\n"));
+    assert!(
+        errors.contains("accounts[0].currencies[1]: \"US\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("accounts[0].currencies[2]: USD is listed twice"),
+        "{errors}"
+    );
+    let errors = config_errors(&format!("{ok}    on_behalf_of: \"\"\n"));
+    assert!(errors.contains("accounts[0].on_behalf_of"), "{errors}");
+    let errors = config_errors("    client_id: c d\n    api_key: \"k\\n\"\n");
+    assert!(
+        errors.contains("accounts[0].client_id: must be printable"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("accounts[0].api_key: must be printable"),
+        "{errors}"
+    );
+    let errors = config_errors(&format!("{ok}    currency: USD\n"));
+    assert!(
+        errors.contains("accounts[0].currency: unknown key"),
+        "{errors}"
+    );
+    // Thresholds of a list-mode account name their currency.
+    let errors = config_errors(&format!("{ok}    thresholds:\n      - warning: 5\n"));
+    assert!(
+        errors.contains("thresholds[0].currency: required"),
+        "{errors}"
+    );
+    let errors = config_errors(&format!(
+        "{ok}    currencies: [SGD]\n    thresholds:\n      - kind: frozen\n        warning: 5\n"
+    ));
+    assert_eq!(errors, "");
+}
