@@ -50,7 +50,7 @@ const DRAINING: [(&str, &str); 4] = [
     ("currency", "USD"),
     ("kind", "total"),
 ];
-const DRAINING_ACCOUNT: &str = "sms-main";
+const DRAINING_ACCOUNT: &str = DRAINING[1].1;
 /// Alerts the draining account may raise in Prometheus; only the first two may be delivered
 /// (BalanceDepletingSoon waits 15 minutes, longer than this test).
 const DRAINING_ALERTS: [&str; 3] = ["BalanceLow", "BalanceCritical", "BalanceDepletingSoon"];

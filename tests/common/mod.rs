@@ -236,7 +236,8 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             std::env::var("BALANCE_EXPORTER_CI").as_deref() != Ok("1"),
             "{name} is required in CI but is not installed"
         );
-        eprintln!("SKIPPED: {name} is not installed");
+        // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {name} is not installed");
     }
     found
 }
