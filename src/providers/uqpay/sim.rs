@@ -605,8 +605,10 @@ impl SimHandler for UqPaySim {
 
 /// UQPay's part of `--demo`: one client whose main account holds five currencies, listed two
 /// per page (three pages), and a sub-account read per currency through the same credentials,
-/// so both share one token. Tokens live two minutes so refreshes show; about one balance call
-/// in a thousand is rate-limited (retried after a second).
+/// so both share one token. Tokens live two minutes so refreshes show; one balance call in
+/// 2,500 is rate-limited (retried after a second): at the demo's ~60 calls a minute that is
+/// about every 40 minutes, so BalanceProviderRateLimited (errors in two 15-minute windows in a
+/// row) never even goes pending.
 pub async fn demo() -> std::io::Result<DemoPart> {
     let sim = UqPaySim::new();
     sim.set_token_lifetime(Duration::from_secs(120));
@@ -638,7 +640,7 @@ pub async fn demo() -> std::io::Result<DemoPart> {
         ],
     );
     client.retry_after = Some("1".to_owned());
-    client.faults.every(1000, Fault::code("too_many_requests"));
+    client.faults.every(2500, Fault::code("too_many_requests"));
     sim.add_client("demo-uqpay", client);
     let server = sim.start().await?;
     let accounts_yaml = format!(
