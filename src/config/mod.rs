@@ -356,6 +356,17 @@ mod tests {
             .collect()
     }
 
+    /// Every one of `expected` begins some reported problem.
+    fn assert_reported(found: &[String], expected: &[&str]) {
+        for e in expected {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in:\n{}",
+                found.join("\n")
+            );
+        }
+    }
+
     const SMS: &str = "
 accounts:
   - name: sms-main
@@ -429,13 +440,7 @@ accounts:
             "accounts[3].name: required but missing",
             "accounts[3].dev_secret_file: cannot read /nonexistent/missing-file",
         ];
-        for e in expect {
-            assert!(
-                found.iter().any(|f| f.starts_with(e)),
-                "missing {e:?} in:\n{}",
-                found.join("\n")
-            );
-        }
+        assert_reported(&found, &expect);
     }
 
     #[test]
@@ -459,13 +464,7 @@ accounts:
             "accounts[0].thresholds[3].critical: expected a number",
             "accounts[0].thresholds[4]: give warning, critical or both",
         ];
-        for e in expect {
-            assert!(
-                found.iter().any(|f| f.starts_with(e)),
-                "missing {e:?} in:\n{}",
-                found.join("\n")
-            );
-        }
+        assert_reported(&found, &expect);
     }
 
     #[test]
