@@ -13,6 +13,7 @@ use crate::logging::{self, LogFormat, LogLevel};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::server::{self, Reload, Web};
+use crate::web_config::{self, WebConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,11 @@ pub struct Args {
     /// Address to listen on: host:port, or :port for every interface.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value_t = format!(":{}", server::DEFAULT_PORT))]
     pub listen_address: String,
+
+    /// Web configuration (TLS, basic authentication, headers) in the Prometheus
+    /// exporter-toolkit format. Without it, plain HTTP and no authentication.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
 
     /// Path under which to expose metrics.
     #[arg(
@@ -74,8 +80,18 @@ pub async fn main() -> ExitCode {
         eprintln!("--web.telemetry-path must start with /");
         return ExitCode::FAILURE;
     }
+    let web_config = match &args.web_config_file {
+        None => WebConfig::default(),
+        Some(path) => match web_config::load(path) {
+            Ok(web_config) => web_config,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     if args.demo {
-        return demo(&args).await;
+        return demo(&args, web_config).await;
     }
     let config = match config::load(&args.config_file) {
         Ok(config) => config,
@@ -88,6 +104,9 @@ pub async fn main() -> ExitCode {
         }
     };
     if args.config_check {
+        if let Some(path) = &args.web_config_file {
+            println!("{}: web configuration is valid", path.display());
+        }
         println!(
             "{}: configuration is valid ({} accounts)",
             args.config_file.display(),
@@ -120,7 +139,7 @@ pub async fn main() -> ExitCode {
         result.map(|_| ())
     };
     tracing::info!(file = %path.display(), accounts = config.accounts.len(), "configuration loaded");
-    run(&args, &config, Some(Arc::new(reload))).await
+    run(&args, &config, Some(Arc::new(reload)), web_config).await
 }
 
 async fn once(config: &Config) -> ExitCode {
@@ -141,7 +160,7 @@ async fn once(config: &Config) -> ExitCode {
     }
 }
 
-async fn demo(args: &Args) -> ExitCode {
+async fn demo(args: &Args, web_config: WebConfig) -> ExitCode {
     let demo = match crate::demo::start().await {
         Ok(demo) => demo,
         Err(e) => {
@@ -153,13 +172,18 @@ async fn demo(args: &Args) -> ExitCode {
         accounts = demo.config.accounts.len(),
         "demo: simulated providers started on loopback"
     );
-    run(args, &demo.config, None).await
+    run(args, &demo.config, None, web_config).await
 }
 
 type ReloadWith = Arc<dyn Fn(&Scheduler) -> Result<(), String> + Send + Sync>;
 
 /// The daemon: pollers, web server, signals.
-async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCode {
+async fn run(
+    args: &Args,
+    config: &Config,
+    reload: Option<ReloadWith>,
+    web_config: WebConfig,
+) -> ExitCode {
     let listener = match server::bind(&args.listen_address).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -192,6 +216,7 @@ async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCo
         address = %addr,
         version = crate::VERSION,
         revision = crate::REVISION,
+        tls = web_config.tls.is_some(),
         "listening"
     );
     if args.demo {
@@ -200,7 +225,9 @@ async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCo
     if let Some(reload) = reload {
         tokio::spawn(reload_on_sighup(reload));
     }
-    crate::serve::accept_loop(listener, server::handler(web), shutdown_signal()).await;
+    let handler = web_config.wrap(server::handler(web));
+    crate::serve::accept_loop_tls(listener, web_config.tls.clone(), handler, shutdown_signal())
+        .await;
     scheduler.stop();
     tracing::info!("stopped");
     ExitCode::SUCCESS

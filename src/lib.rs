@@ -19,6 +19,7 @@ pub mod server;
 pub mod sim;
 pub mod snapshot;
 pub mod status_page;
+pub mod web_config;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision the binary was built from (`unknown` outside a git checkout).

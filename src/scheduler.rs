@@ -100,7 +100,7 @@ impl Scheduler {
     }
 
     fn pollers(&self, config: &Config) -> Result<Vec<AccountPoller>, reqwest::Error> {
-        let client = HttpClient::new(&config.global, self.clock)?;
+        let client = HttpClient::new(config, self.clock)?;
         let telemetry = self
             .metrics
             .configure(&config.accounts, config.global.stale_after);

@@ -12,25 +12,42 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 pub type Handler =
     Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
 
-/// Serves connections from `listener` with `handler` until `shutdown` completes.
+/// A TLS handshake that takes longer than this is given up (the connection is dropped).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves plain HTTP connections from `listener` with `handler` until `shutdown` completes.
 pub async fn accept_loop(
     listener: TcpListener,
     handler: Handler,
     shutdown: impl Future<Output = ()>,
 ) {
+    accept_loop_tls(listener, None, handler, shutdown).await
+}
+
+/// Like [`accept_loop`], over TLS when `tls` is given. The handshake runs in the connection's
+/// own task: a slow or failing client costs only its connection.
+pub async fn accept_loop_tls(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: Handler,
+    shutdown: impl Future<Output = ()>,
+) {
+    let tls = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
                 tracing::warn!(error = %e, "accepting a connection failed");
@@ -39,17 +56,32 @@ pub async fn accept_loop(
             }
         };
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let Some(tls) = tls else {
+                return serve_connection(stream, handler).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, handler).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    handler: Handler,
+) {
+    let service = service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler(request).await) }
+    });
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::value::{Dict, Value};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 
 use crate::secret::Secret;
@@ -348,25 +350,66 @@ impl<'p> Fields<'p> {
     }
 
     fn read_secret_file(&mut self, key: &str, path: &str) -> Option<String> {
+        let (full, bytes) = self.read_file(key, path)?;
+        match String::from_utf8(bytes) {
+            Ok(mut text) => {
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                Some(text)
+            }
+            Err(_) => {
+                self.error(key, format!("{} is not valid UTF-8", full.display()));
+                None
+            }
+        }
+    }
+
+    /// The file at `path` (relative to the configuration's directory), with its full path.
+    fn read_file(&mut self, key: &str, path: &str) -> Option<(PathBuf, Vec<u8>)> {
         let full = self.problems.base_dir.join(path);
         match std::fs::read(&full) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(mut text) => {
-                    if text.ends_with('\n') {
-                        text.pop();
-                        if text.ends_with('\r') {
-                            text.pop();
-                        }
-                    }
-                    Some(text)
-                }
-                Err(_) => {
-                    self.error(key, format!("{} is not valid UTF-8", full.display()));
-                    None
-                }
-            },
+            Ok(bytes) => Some((full, bytes)),
             Err(e) => {
                 self.error(key, format!("cannot read {}: {e}", full.display()));
+                None
+            }
+        }
+    }
+
+    /// The PEM certificates in the file named by `key`; at least one is required.
+    pub fn pem_certificates(&mut self, key: &str) -> Option<Vec<CertificateDer<'static>>> {
+        let path: String = self.optional(key)?;
+        let (full, bytes) = self.read_file(key, &path)?;
+        let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+        match certificates {
+            Ok(certificates) if !certificates.is_empty() => Some(certificates),
+            Ok(_) => {
+                self.error(key, format!("no PEM certificate in {}", full.display()));
+                None
+            }
+            Err(e) => {
+                self.error(key, format!("{}: bad PEM: {e}", full.display()));
+                None
+            }
+        }
+    }
+
+    /// The PEM private key in the file named by `key`.
+    pub fn pem_private_key(&mut self, key: &str) -> Option<PrivateKeyDer<'static>> {
+        let path: String = self.optional(key)?;
+        let (full, bytes) = self.read_file(key, &path)?;
+        match PrivateKeyDer::from_pem_slice(&bytes) {
+            Ok(private_key) => Some(private_key),
+            Err(e) => {
+                // The error names what was wrong, never the key's bytes.
+                self.error(
+                    key,
+                    format!("no usable PEM private key in {}: {e}", full.display()),
+                );
                 None
             }
         }

@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Format as _, Toml, Yaml};
 use figment::value::{Dict, Value};
 use rust_decimal::Decimal;
+use rustls::pki_types::CertificateDer;
 
 pub use fields::{ConfigError, ConfigErrors, Fields, LoadedSecret, Problems};
 
@@ -58,6 +59,8 @@ pub struct AccountConfig {
     /// Every secret of this account, so that text coming back from the provider can be
     /// scrubbed of them before it is logged or shown.
     pub secrets: Vec<Secret>,
+    /// CAs from `ca_file`, trusted for this account's requests besides the platform's roots.
+    pub ca_certificates: Vec<CertificateDer<'static>>,
 }
 
 /// A low-balance threshold of one kind and currency of an account.
@@ -111,17 +114,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str, format: Format, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let figment = match format {
-        Format::Yaml => Figment::from(Yaml::string(text)),
-        Format::Toml => Figment::from(Toml::string(text)),
-    };
-    let dict: Dict = figment.extract().map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            path: String::new(),
-            message: format!("cannot parse the file: {}", e.kind),
-        }])
-    })?;
-
+    let dict = parse_mapping(text, format)?;
     let mut problems = Problems::new(base_dir);
     let mut top = Fields::new("", Value::from(dict), &mut problems);
     let global = top.section("global", read_global);
@@ -137,6 +130,20 @@ pub fn parse(text: &str, format: Format, base_dir: &Path) -> Result<Config, Conf
         problems.push("accounts", "at least one account is required");
     }
     problems.into_result(Config { global, accounts })
+}
+
+/// The top-level mapping of a YAML or TOML text, to be read with [`Fields`].
+pub fn parse_mapping(text: &str, format: Format) -> Result<Dict, ConfigErrors> {
+    let figment = match format {
+        Format::Yaml => Figment::from(Yaml::string(text)),
+        Format::Toml => Figment::from(Toml::string(text)),
+    };
+    figment.extract().map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot parse the file: {}", e.kind),
+        }])
+    })
 }
 
 fn read_global(fields: &mut Fields<'_>) -> Global {
@@ -208,6 +215,7 @@ fn read_account(
             Vec::new()
         }
     };
+    let ca_certificates = fields.pem_certificates("ca_file").unwrap_or_default();
     let secrets = fields.finish();
     Some(AccountConfig {
         name: name?,
@@ -215,6 +223,7 @@ fn read_account(
         thresholds,
         provider: provider?,
         secrets,
+        ca_certificates,
     })
 }
 
@@ -340,7 +349,7 @@ pub fn is_currency_code(code: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse_yaml(text: &str) -> Result<Config, ConfigErrors> {
@@ -357,7 +366,7 @@ mod tests {
     }
 
     /// Every one of `expected` begins some reported problem.
-    fn assert_reported(found: &[String], expected: &[&str]) {
+    pub(crate) fn assert_reported(found: &[String], expected: &[&str]) {
         for e in expected {
             assert!(
                 found.iter().any(|f| f.starts_with(e)),

@@ -6,17 +6,19 @@
 //! honouring `Retry-After`, all inside the poll's deadline. The provider only builds requests
 //! and interprets responses.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{DATE, HeaderMap, RETRY_AFTER};
+use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::{ErrorClass, ProviderError};
 use crate::clock::{Clock, signed_seconds_between};
-use crate::config::Global;
+use crate::config::{Config, Global};
 use crate::metrics::AccountTelemetry;
 use crate::secret::{Secret, redact};
 
@@ -26,31 +28,71 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const BODY_LIMIT: usize = 1024 * 1024;
 const MESSAGE_LIMIT: usize = 200;
 
-/// The HTTP client shared by all accounts.
+/// The HTTP clients shared by all accounts: one for the platform's roots, and one more per
+/// distinct `ca_file` content, shared by the accounts naming it, so connections stay pooled.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    default: reqwest::Client,
+    /// Accounts with a `ca_file`, by name.
+    with_extra_roots: Arc<HashMap<String, reqwest::Client>>,
     permits: Arc<Semaphore>,
     request_timeout: Duration,
     clock: Clock,
 }
 
 impl HttpClient {
-    pub fn new(global: &Global, clock: Clock) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("balance_exporter/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(global.request_timeout)
-            // A balance API has no reason to redirect; following one could carry credentials
-            // somewhere unexpected.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+    pub fn new(config: &Config, clock: Clock) -> Result<Self, reqwest::Error> {
+        let global = &config.global;
+        let mut by_roots: HashMap<&[CertificateDer<'static>], reqwest::Client> = HashMap::new();
+        let mut with_extra_roots = HashMap::new();
+        for account in &config.accounts {
+            let roots = account.ca_certificates.as_slice();
+            if roots.is_empty() {
+                continue;
+            }
+            let client = match by_roots.get(roots) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = build_client(global, roots)?;
+                    by_roots.insert(roots, client.clone());
+                    client
+                }
+            };
+            with_extra_roots.insert(account.name.clone(), client);
+        }
         Ok(HttpClient {
-            client,
+            default: build_client(global, &[])?,
+            with_extra_roots: Arc::new(with_extra_roots),
             permits: Arc::new(Semaphore::new(global.max_concurrent_requests.max(1))),
             request_timeout: global.request_timeout,
             clock,
         })
     }
+
+    /// The client for `account`'s requests.
+    fn client_for(&self, account: &str) -> &reqwest::Client {
+        self.with_extra_roots.get(account).unwrap_or(&self.default)
+    }
+}
+
+/// A client trusting the platform's roots plus `extra_roots`. Certificates are always verified:
+/// there is deliberately no way to turn that off.
+fn build_client(
+    global: &Global,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<reqwest::Client, reqwest::Error> {
+    let extra_roots = extra_roots
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()?;
+    reqwest::Client::builder()
+        .user_agent(concat!("balance_exporter/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(global.request_timeout)
+        // A balance API has no reason to redirect; following one could carry credentials
+        // somewhere unexpected.
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_merge(extra_roots)
+        .build()
 }
 
 /// A response as read: status, headers and the whole (capped) body.
@@ -111,6 +153,8 @@ impl Response {
 /// The HTTP client as one poll of one account sees it.
 pub struct Http<'a> {
     client: &'a HttpClient,
+    /// The account's own client (see [`HttpClient`]).
+    reqwest: &'a reqwest::Client,
     telemetry: &'a AccountTelemetry,
     secrets: &'a [Secret],
     deadline: Instant,
@@ -125,6 +169,7 @@ impl<'a> Http<'a> {
     ) -> Self {
         Http {
             client,
+            reqwest: client.client_for(telemetry.account()),
             telemetry,
             secrets,
             deadline,
@@ -159,7 +204,7 @@ impl<'a> Http<'a> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match build(&self.client.client) {
+            let result = match build(self.reqwest) {
                 Ok(request) => self.send(endpoint, request).await,
                 Err(e) => Err(e),
             };
@@ -232,8 +277,7 @@ impl<'a> Http<'a> {
 
     async fn exchange(&self, request: reqwest::Request) -> Result<Response, ProviderError> {
         let mut response = self
-            .client
-            .client
+            .reqwest
             .execute(request)
             .await
             .map_err(transport_error)?;

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::serve::{Handler, accept_loop};
+use crate::serve::{Handler, accept_loop_tls};
 
 /// A request as the simulator received it.
 #[derive(Clone)]
@@ -77,6 +77,7 @@ pub trait SimHandler: Send + Sync + 'static {
 /// A simulated provider listening on loopback. Stops when dropped.
 pub struct SimServer {
     addr: SocketAddr,
+    tls: bool,
     log: Arc<Mutex<Vec<SimRequest>>>,
     task: JoinHandle<()>,
 }
@@ -84,6 +85,21 @@ pub struct SimServer {
 impl SimServer {
     /// Serves `handler` on an ephemeral loopback port.
     pub async fn start(handler: Arc<dyn SimHandler>) -> std::io::Result<SimServer> {
+        Self::start_with(handler, None).await
+    }
+
+    /// Serves `handler` over TLS with `tls` (a provider behind a private CA, say).
+    pub async fn start_tls(
+        handler: Arc<dyn SimHandler>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<SimServer> {
+        Self::start_with(handler, Some(tls)).await
+    }
+
+    async fn start_with(
+        handler: Arc<dyn SimHandler>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<SimServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let log: Arc<Mutex<Vec<SimRequest>>> = Arc::default();
@@ -123,17 +139,29 @@ impl SimServer {
                 })
             })
         };
-        let task = tokio::spawn(accept_loop(listener, handler, std::future::pending()));
-        Ok(SimServer { addr, log, task })
+        let is_tls = tls.is_some();
+        let task = tokio::spawn(accept_loop_tls(
+            listener,
+            tls,
+            handler,
+            std::future::pending(),
+        ));
+        Ok(SimServer {
+            addr,
+            tls: is_tls,
+            log,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`, to use as an account's `base_url`.
+    /// `http://127.0.0.1:<port>` (`https` over TLS), to use as an account's `base_url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every request received so far.

@@ -3,6 +3,8 @@
 //! never on the clock; the timeouts here only bound a test that would otherwise hang.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
