@@ -532,6 +532,33 @@ accounts:
     }
 
     #[test]
+    fn a_ca_file_must_be_a_readable_pem_certificate() {
+        let dir = std::env::temp_dir().join(format!("be-config-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("not-pem.txt"), "hello").unwrap();
+        let text = format!(
+            "{SMS}    ca_file: missing.pem\n{}",
+            SMS.replace("accounts:\n", "")
+                .replace("sms-main", "other")
+                .replace("s3cr3t-value", "s\n    ca_file: not-pem.txt")
+        );
+        let found: Vec<String> = parse(&text, Format::Yaml, &dir)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_reported(
+            &found,
+            &[
+                "accounts[0].ca_file: cannot read",
+                "accounts[1].ca_file: no PEM certificate in",
+            ],
+        );
+    }
+
+    #[test]
     fn toml_reads_the_same_shape() {
         let text = r#"
 [global]

@@ -33,8 +33,10 @@ const MESSAGE_LIMIT: usize = 200;
 #[derive(Clone)]
 pub struct HttpClient {
     default: reqwest::Client,
-    /// Accounts with a `ca_file`, by name.
-    with_extra_roots: Arc<HashMap<String, reqwest::Client>>,
+    /// One client per distinct set of `ca_file` certificates.
+    extra_root_clients: Arc<Vec<reqwest::Client>>,
+    /// Accounts with a `ca_file`, by name: the index of their client.
+    account_clients: Arc<HashMap<String, usize>>,
     permits: Arc<Semaphore>,
     request_timeout: Duration,
     clock: Clock,
@@ -43,26 +45,28 @@ pub struct HttpClient {
 impl HttpClient {
     pub fn new(config: &Config, clock: Clock) -> Result<Self, reqwest::Error> {
         let global = &config.global;
-        let mut by_roots: HashMap<&[CertificateDer<'static>], reqwest::Client> = HashMap::new();
-        let mut with_extra_roots = HashMap::new();
+        let mut extra_root_clients = Vec::new();
+        let mut by_roots: HashMap<&[CertificateDer<'static>], usize> = HashMap::new();
+        let mut account_clients = HashMap::new();
         for account in &config.accounts {
             let roots = account.ca_certificates.as_slice();
             if roots.is_empty() {
                 continue;
             }
-            let client = match by_roots.get(roots) {
-                Some(client) => client.clone(),
+            let index = match by_roots.get(roots) {
+                Some(index) => *index,
                 None => {
-                    let client = build_client(global, roots)?;
-                    by_roots.insert(roots, client.clone());
-                    client
+                    extra_root_clients.push(build_client(global, roots)?);
+                    by_roots.insert(roots, extra_root_clients.len() - 1);
+                    extra_root_clients.len() - 1
                 }
             };
-            with_extra_roots.insert(account.name.clone(), client);
+            account_clients.insert(account.name.clone(), index);
         }
         Ok(HttpClient {
             default: build_client(global, &[])?,
-            with_extra_roots: Arc::new(with_extra_roots),
+            extra_root_clients: Arc::new(extra_root_clients),
+            account_clients: Arc::new(account_clients),
             permits: Arc::new(Semaphore::new(global.max_concurrent_requests.max(1))),
             request_timeout: global.request_timeout,
             clock,
@@ -71,7 +75,10 @@ impl HttpClient {
 
     /// The client for `account`'s requests.
     fn client_for(&self, account: &str) -> &reqwest::Client {
-        self.with_extra_roots.get(account).unwrap_or(&self.default)
+        self.account_clients
+            .get(account)
+            .and_then(|index| self.extra_root_clients.get(*index))
+            .unwrap_or(&self.default)
     }
 }
 
@@ -428,6 +435,44 @@ mod tests {
             join_url(&bare, "/v1/balance").as_str(),
             "https://smsapi.engagelab.com/v1/balance"
         );
+    }
+
+    #[test]
+    fn accounts_naming_the_same_cas_share_one_client() {
+        use crate::config::{Format, parse};
+        let dir = std::env::temp_dir().join(format!("be-http-cas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, name) in [("a.pem", "CA a"), ("b.pem", "CA b")] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.join(file), cert.pem()).unwrap();
+        }
+        let account = |name: &str, ca: &str| {
+            format!(
+                "  - {{name: {name}, provider: engagelab, product: sms, dev_key: k, \
+                 dev_secret: s{ca}}}\n"
+            )
+        };
+        let text = format!(
+            "accounts:\n{}{}{}{}",
+            account("one", ", ca_file: a.pem"),
+            account("two", ", ca_file: a.pem"),
+            account("three", ", ca_file: b.pem"),
+            account("plain", ""),
+        );
+        let config = parse(&text, Format::Yaml, &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let client = HttpClient::new(&config, Clock::system()).unwrap();
+        assert_eq!(client.extra_root_clients.len(), 2);
+        let index = |name: &str| client.account_clients.get(name).copied();
+        assert_eq!(index("one"), index("two"));
+        assert_ne!(index("one"), index("three"));
+        assert_eq!(index("plain"), None);
     }
 
     fn response_with(headers: &[(&str, &str)]) -> Response {
