@@ -76,6 +76,13 @@ async fn https_serves_metrics_and_refuses_plain_http_and_untrusted_clients() {
 
     // The failed handshakes above cost only their own connections.
     assert_eq!(get(&client, &https).await.unwrap().0, 200);
+
+    // TLS 1.2 is accepted by default (min_version TLS12, as in the toolkit).
+    let tls12_only = trusting(&ca)
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert_eq!(get(&tls12_only, &https).await.expect("TLS 1.2").0, 200);
     daemon.stop_async().await;
 }
 
