@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value_t = format!(":{}", server::DEFAULT_PORT))]
     pub listen_address: String,
 
+    /// Enable the lifecycle endpoint: `POST /-/reload` (and PUT) reloads the configuration.
+    /// SIGHUP reloads it either way.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+
     /// Path under which to expose metrics.
     #[arg(
         long = "web.telemetry-path",
@@ -99,32 +104,35 @@ pub async fn main() -> ExitCode {
         return once(&config).await;
     }
     let path = args.config_file.clone();
-    let reload_path = path.clone();
     let reload = move |scheduler: &Scheduler| -> Result<(), String> {
-        let result = config::load(&reload_path)
+        let result = config::load(&path)
             .map_err(|e| e.to_string())
-            .and_then(|config| {
-                scheduler.apply(&config).map_err(|e| e.to_string())?;
-                Ok(config.accounts.len())
-            });
+            .and_then(|config| scheduler.apply(&config).map_err(|e| e.to_string()));
+        scheduler.metrics().config_loaded(result.is_ok());
         match &result {
-            Ok(accounts) => {
-                tracing::info!(file = %reload_path.display(), accounts, "configuration reloaded")
-            }
+            Ok(applied) => tracing::info!(
+                file = %path.display(),
+                added = applied.added,
+                changed = applied.changed,
+                removed = applied.removed,
+                unchanged = applied.unchanged,
+                "configuration reloaded"
+            ),
             Err(e) => tracing::error!(
-                file = %reload_path.display(),
+                file = %path.display(),
                 error = %e,
                 "reload failed; the running configuration stays"
             ),
         }
         result.map(|_| ())
     };
-    tracing::info!(file = %path.display(), accounts = config.accounts.len(), "configuration loaded");
+    tracing::info!(file = %args.config_file.display(), accounts = config.accounts.len(), "configuration loaded");
     run(&args, &config, Some(Arc::new(reload))).await
 }
 
 async fn once(config: &Config) -> ExitCode {
     let scheduler = Scheduler::new(Metrics::new(), Clock::system());
+    scheduler.metrics().config_loaded(true);
     match scheduler.poll_once(config).await {
         Ok(all_ok) => {
             print!("{}", String::from_utf8_lossy(&scheduler.metrics().body()));
@@ -172,6 +180,8 @@ async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCo
         eprintln!("cannot start the HTTP client: {e}");
         return ExitCode::FAILURE;
     }
+    // The start-up load counts as the first (as in Prometheus), the demo's included.
+    scheduler.metrics().config_loaded(true);
     let reload: Option<Reload> = reload.map(|reload| {
         let scheduler = scheduler.clone();
         Arc::new(move || reload(&scheduler)) as Reload
@@ -180,6 +190,7 @@ async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCo
         scheduler: scheduler.clone(),
         telemetry_path: args.telemetry_path.clone(),
         reload: reload.clone(),
+        lifecycle: args.enable_lifecycle,
     });
     let addr = match listener.local_addr() {
         Ok(addr) => addr,
@@ -200,7 +211,16 @@ async fn run(args: &Args, config: &Config, reload: Option<ReloadWith>) -> ExitCo
     if let Some(reload) = reload {
         tokio::spawn(reload_on_sighup(reload));
     }
-    crate::serve::accept_loop(listener, server::handler(web), shutdown_signal()).await;
+    let shutdown = {
+        let scheduler = scheduler.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Polls in flight are dropped where they are: nothing of theirs is recorded.
+            scheduler.stop();
+        }
+    };
+    crate::serve::accept_loop(listener, server::handler(web), shutdown).await;
     scheduler.stop();
     tracing::info!("stopped");
     ExitCode::SUCCESS

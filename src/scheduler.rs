@@ -2,7 +2,8 @@
 //! each outcome in the metrics state. Accounts never wait for each other: a slow provider
 //! delays only its own account, and `/metrics` serves the last state meanwhile.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -11,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, Global};
 use crate::metrics::{AccountTelemetry, Metrics};
 use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
 
@@ -35,7 +36,41 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     clock: Clock,
     events: broadcast::Sender<PollEvent>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    running: Mutex<Running>,
+}
+
+/// What runs now: the HTTP client with the settings it was built from, one poller task per
+/// account with the config it runs, and the render tick.
+#[derive(Default)]
+struct Running {
+    client: Option<(HttpSettings, HttpClient)>,
+    pollers: BTreeMap<String, (AccountConfig, JoinHandle<()>)>,
+    render: Option<JoinHandle<()>>,
+}
+
+/// The global settings the HTTP client is built from: when they change, so does the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HttpSettings {
+    request_timeout: Duration,
+    max_concurrent_requests: usize,
+}
+
+impl HttpSettings {
+    fn of(global: &Global) -> Self {
+        HttpSettings {
+            request_timeout: global.request_timeout,
+            max_concurrent_requests: global.max_concurrent_requests,
+        }
+    }
+}
+
+/// What [`Scheduler::apply`] changed, by account count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub unchanged: usize,
 }
 
 impl Scheduler {
@@ -44,7 +79,7 @@ impl Scheduler {
             metrics,
             clock,
             events: broadcast::channel(1024).0,
-            tasks: Mutex::new(Vec::new()),
+            running: Mutex::new(Running::default()),
         })
     }
 
@@ -56,67 +91,118 @@ impl Scheduler {
         self.events.subscribe()
     }
 
-    /// Starts polling `config`'s accounts, replacing whatever ran before. Accounts that stay
-    /// keep their last balances and counters.
-    pub fn apply(&self, config: &Config) -> Result<(), reqwest::Error> {
-        let pollers = self.pollers(config)?;
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for task in tasks.drain(..) {
-            task.abort();
+    fn running(&self) -> MutexGuard<'_, Running> {
+        // Only handles and configs: still consistent after a panic elsewhere.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the pollers match `config`. An account whose config is unchanged keeps its task
+    /// (an in-flight poll finishes, no extra poll); a new or changed one starts now; one that
+    /// left stops, and its series go. Accounts that stay keep their balances and counters. The
+    /// HTTP client, and its pooled connections, is kept unless its settings changed; then
+    /// every poller restarts with the new one.
+    pub fn apply(&self, config: &Config) -> Result<Applied, reqwest::Error> {
+        let mut running = self.running();
+        let settings = HttpSettings::of(&config.global);
+        let (client, new_client) = match &running.client {
+            Some((current, client)) if *current == settings => (client.clone(), false),
+            _ => (HttpClient::new(&config.global, self.clock)?, true),
+        };
+        if new_client {
+            running.client = Some((settings, client.clone()));
         }
-        for poller in pollers {
-            let stagger = poller.config.poll_interval / 10;
-            let first = rand::random_range(Duration::ZERO..=stagger.min(MAX_STAGGER));
-            tasks.push(tokio::spawn(poller.run(first)));
-        }
-        let metrics = self.metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RENDER_TICK);
-            loop {
-                tick.tick().await;
-                metrics.publish();
+        let mut applied = Applied::default();
+        // Stop what leaves or changes before its series are removed, so that an aborted poll
+        // cannot bring them back.
+        let mut kept = BTreeMap::new();
+        for (name, (old, task)) in std::mem::take(&mut running.pollers) {
+            match config.accounts.iter().find(|a| a.name == name) {
+                Some(new) if !new_client && *new == old && !task.is_finished() => {
+                    kept.insert(name, (old, task));
+                }
+                Some(_) => {
+                    task.abort();
+                    applied.changed += 1;
+                }
+                None => {
+                    task.abort();
+                    applied.removed += 1;
+                }
             }
-        }));
-        Ok(())
+        }
+        applied.unchanged = kept.len();
+        let telemetry = self
+            .metrics
+            .configure(&config.accounts, config.global.stale_after);
+        for (account, telemetry) in config.accounts.iter().zip(telemetry) {
+            if kept.contains_key(&account.name) {
+                continue;
+            }
+            let poller = self.poller(account, telemetry, &client);
+            let stagger = account.poll_interval / 10;
+            let first = rand::random_range(Duration::ZERO..=stagger.min(MAX_STAGGER));
+            tracing::debug!(account = %account.name, "poller started");
+            kept.insert(
+                account.name.clone(),
+                (account.clone(), tokio::spawn(poller.run(first))),
+            );
+        }
+        applied.added = config.accounts.len() - applied.unchanged - applied.changed;
+        running.pollers = kept;
+        if running.render.is_none() {
+            let metrics = self.metrics.clone();
+            running.render = Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RENDER_TICK);
+                loop {
+                    tick.tick().await;
+                    metrics.publish();
+                }
+            }));
+        }
+        Ok(applied)
     }
 
     /// Polls every account of `config` once, at the same time. True if all succeeded.
     pub async fn poll_once(&self, config: &Config) -> Result<bool, reqwest::Error> {
-        let pollers = self.pollers(config)?;
-        let results = join_all(pollers.iter().map(AccountPoller::poll)).await;
-        Ok(results.iter().all(Result::is_ok))
-    }
-
-    /// Stops every poller.
-    pub fn stop(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
-    }
-
-    fn pollers(&self, config: &Config) -> Result<Vec<AccountPoller>, reqwest::Error> {
         let client = HttpClient::new(&config.global, self.clock)?;
         let telemetry = self
             .metrics
             .configure(&config.accounts, config.global.stale_after);
-        Ok(config
+        let pollers: Vec<AccountPoller> = config
             .accounts
             .iter()
             .zip(telemetry)
-            .map(|(account, telemetry)| AccountPoller {
-                provider: account.provider.settings().build(),
-                config: account.clone(),
-                telemetry,
-                client: client.clone(),
-                metrics: self.metrics.clone(),
-                events: self.events.clone(),
-            })
-            .collect())
+            .map(|(account, telemetry)| self.poller(account, telemetry, &client))
+            .collect();
+        let results = join_all(pollers.iter().map(AccountPoller::poll)).await;
+        Ok(results.iter().all(Result::is_ok))
+    }
+
+    /// Stops every poller: an in-flight poll is dropped where it is.
+    pub fn stop(&self) {
+        let mut running = self.running();
+        for (_, (_, task)) in std::mem::take(&mut running.pollers) {
+            task.abort();
+        }
+        if let Some(render) = running.render.take() {
+            render.abort();
+        }
+    }
+
+    fn poller(
+        &self,
+        account: &AccountConfig,
+        telemetry: Arc<AccountTelemetry>,
+        client: &HttpClient,
+    ) -> AccountPoller {
+        AccountPoller {
+            provider: account.provider.settings().build(),
+            config: account.clone(),
+            telemetry,
+            client: client.clone(),
+            metrics: self.metrics.clone(),
+            events: self.events.clone(),
+        }
     }
 }
 

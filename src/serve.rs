@@ -12,21 +12,34 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub type Handler =
     Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
 
-/// Serves connections from `listener` with `handler` until `shutdown` completes.
+/// How long responses in flight at shutdown may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves connections from `listener` with `handler` until `shutdown` completes; then stops
+/// accepting, closes idle keep-alive connections, and gives responses in flight
+/// [`SHUTDOWN_GRACE`] to finish.
 pub async fn accept_loop(
     listener: TcpListener,
     handler: Handler,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let connections = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => {
+                drop(listener);
+                if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown()).await.is_err() {
+                    tracing::debug!("connections still open after the shutdown grace; closing them");
+                }
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -39,13 +52,15 @@ pub async fn accept_loop(
             }
         };
         let handler = handler.clone();
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(request).await) }
+        });
+        let connection = connections.watch(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service),
+        );
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -273,7 +273,13 @@ async fn reload_applies_a_valid_config_and_keeps_running_on_a_broken_one() {
     );
     let config = path.to_str().unwrap().to_owned();
     let mut daemon = tokio::task::spawn_blocking(move || {
-        let mut d = Daemon::spawn(&["--config.file", &config, "--log.level", "debug"]);
+        let mut d = Daemon::spawn(&[
+            "--config.file",
+            &config,
+            "--log.level",
+            "debug",
+            "--web.enable-lifecycle",
+        ]);
         d.wait_for_line(|l| l.contains("msg=\"poll succeeded\"") && l.contains("account=first "));
         d
     })

@@ -24,6 +24,8 @@ use crate::secret::Secret;
 pub struct Config {
     pub global: Global,
     pub accounts: Vec<AccountConfig>,
+    /// Paths of the secrets written in the file itself (not `_file` or `_env`).
+    pub inline_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +51,8 @@ impl Default for Global {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Compared field by field on reload, secrets included (by value, never shown).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountConfig {
     pub name: String,
     pub poll_interval: Duration,
@@ -106,7 +109,35 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| single(format!("cannot read {}: {e}", path.display())))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, format, base_dir)
+    let config = parse(&text, format, base_dir)?;
+    warn_if_secrets_exposed(path, &config.inline_secrets);
+    Ok(config)
+}
+
+/// Warns when a file holding secrets inline can be read by users other than its owner.
+fn warn_if_secrets_exposed(path: &Path, inline_secrets: &[String]) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Some(first) = inline_secrets.first() else {
+            return;
+        };
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = %format!("{mode:04o}"),
+                secrets = inline_secrets.len(),
+                first = %first,
+                "the configuration file holds secrets inline and other users can read it: run chmod 600 on it, or give the secrets as <key>_file or <key>_env"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, inline_secrets);
 }
 
 /// Parses and validates configuration text.
@@ -136,7 +167,12 @@ pub fn parse(text: &str, format: Format, base_dir: &Path) -> Result<Config, Conf
     if accounts.is_empty() && problems.is_empty() {
         problems.push("accounts", "at least one account is required");
     }
-    problems.into_result(Config { global, accounts })
+    let inline_secrets = problems.inline_secrets().to_vec();
+    problems.into_result(Config {
+        global,
+        accounts,
+        inline_secrets,
+    })
 }
 
 fn read_global(fields: &mut Fields<'_>) -> Global {

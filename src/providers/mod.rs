@@ -95,7 +95,7 @@ pub const PROVIDERS: &[ProviderEntry] = &[
 ];
 
 /// An account's provider-specific configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderConfig {
     EngageLab(engagelab::Config),
     PayBy(payby::Config),

@@ -37,7 +37,8 @@ pub enum Product {
     Otp,
 }
 
-#[derive(Debug, Clone)]
+/// Compared on reload (secrets by value): an account whose config is unchanged keeps running.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub product: Product,
     pub base_url: reqwest::Url,
