@@ -558,9 +558,7 @@ accounts:
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn toml_reads_the_same_shape() {
-        let text = r#"
+    const OTP_TOML: &str = r#"
 [global]
 poll_interval = "5m"
 stale_after = "1h"
@@ -576,7 +574,10 @@ poll_interval = "90s"
 [[accounts.thresholds]]
 warning = 100.5
 "#;
-        let config = parse(text, Format::Toml, Path::new(".")).unwrap();
+
+    #[test]
+    fn toml_reads_the_same_shape() {
+        let config = parse(OTP_TOML, Format::Toml, Path::new(".")).unwrap();
         assert_eq!(config.global.poll_interval, Duration::from_secs(300));
         assert_eq!(config.global.stale_after, Duration::from_secs(3600));
         let account = &config.accounts[0];
@@ -604,5 +605,73 @@ warning = 100.5
                 .to_string()
                 .starts_with("accounts: expected a list")
         );
+    }
+
+    /// Valid files for every provider, in YAML and TOML.
+    fn valid_files() -> Vec<(Format, String)> {
+        let yaml = format!(
+            "{SMS}    thresholds:
+      - warning: 100
+        critical: 10.5
+  - name: payby
+    provider: payby
+    environment: uat
+    partner_id: 200000018128
+    private_key_file: payby/merchant_private_key_pkcs1.pem
+    payby_public_key_file: payby/payby_public_key.pem
+    currencies: [AED, USD]
+    thresholds:
+      - currency: AED
+        critical: 1000
+  - name: onerway
+    provider: onerway
+    base_url: https://account.example
+    apikey: key-123456
+    overview_path: /v1/overview
+    display_currency: EUR
+  - name: uqpay
+    provider: uqpay
+    client_id: client-1
+    api_key: api-key-1
+    currencies: [SGD]
+    poll_interval: 90s
+global:
+  poll_interval: 5m
+  request_timeout: 10s
+  max_concurrent_requests: 4
+  stale_after: 1h
+"
+        );
+        vec![(Format::Yaml, yaml), (Format::Toml, OTP_TOML.to_owned())]
+    }
+
+    #[test]
+    fn the_loader_never_panics_on_arbitrary_or_mutated_files() {
+        use proptest::test_runner::{Config as Cases, TestRunner};
+
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let files = valid_files();
+        for (format, text) in &files {
+            let config = parse(text, *format, &testdata).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.accounts.is_empty(), "the seeds are valid");
+        }
+        let dir = std::env::temp_dir().join(format!("be-config-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.yml");
+        let seeds = files.iter().map(|(_, t)| t.clone().into_bytes()).collect();
+        let mut runner = TestRunner::new(Cases::default());
+        let result = runner.run(&crate::providers::fuzz::bodies(seeds), |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse(&text, Format::Yaml, &testdata);
+            let _ = parse(&text, Format::Toml, &testdata);
+            // As a file: bytes that are not UTF-8 must be refused, not unwrapped.
+            std::fs::write(&file, &bytes).unwrap();
+            let _ = load(&file);
+            Ok(())
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        if let Err(e) = result {
+            panic!("{e}");
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! means a module here and a line in [`PROVIDERS`].
 
 pub mod engagelab;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod http;
 pub mod onerway;
 pub mod payby;

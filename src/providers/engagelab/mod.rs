@@ -242,3 +242,6 @@ fn parse_otp(response: &Response) -> Result<Snapshot, ProviderError> {
 fn amount(kind: &str, raw: Option<&RawValue>) -> Result<Option<Decimal>, ProviderError> {
     parse_amount(raw).map_err(|e| ProviderError::decode(format!("{kind} balance: {e}")))
 }
+
+#[cfg(test)]
+mod tests;

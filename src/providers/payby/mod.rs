@@ -433,6 +433,12 @@ fn interpret(
             });
         }
     }
+    read_answer(response)
+}
+
+/// Reads an answer whose signature has been verified: the balances it lists (currency,
+/// amount), or the error it reports.
+fn read_answer(response: &Response) -> Result<Vec<(String, Decimal)>, ProviderError> {
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),
