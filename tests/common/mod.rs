@@ -377,10 +377,16 @@ impl Process {
 
     /// Sends signal `name` (`TERM`, `HUP`...) to the process.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
+        // The shell's own kill: no procps needed.
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "kill -s \"$0\" \"$1\"",
+                name,
+                &self.child.id().to_string(),
+            ])
             .status()
-            .expect("run kill");
+            .expect("run sh");
         assert!(status.success(), "kill -s {name} failed");
     }
 
