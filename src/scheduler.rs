@@ -286,3 +286,72 @@ impl AccountPoller {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Format, parse};
+
+    /// Accounts at a port nothing listens on: their polls fail at once, which is fine here.
+    fn config(timeout: &str, accounts: &[(&str, &str)]) -> Config {
+        let mut yaml = format!("global:\n  request_timeout: {timeout}\naccounts:\n");
+        for (name, interval) in accounts {
+            yaml.push_str(&format!(
+                "  - {{name: {name}, provider: engagelab, product: sms, base_url: 'http://127.0.0.1:9', dev_key: k, dev_secret: s, poll_interval: {interval}}}\n"
+            ));
+        }
+        parse(&yaml, Format::Yaml, Path::new(".")).unwrap()
+    }
+
+    fn tasks(scheduler: &Scheduler) -> BTreeMap<String, tokio::task::Id> {
+        let running = scheduler.running();
+        running
+            .pollers
+            .iter()
+            .map(|(name, (_, task))| (name.clone(), task.id()))
+            .collect()
+    }
+
+    fn client(scheduler: &Scheduler) -> HttpClient {
+        scheduler.running().client.clone().unwrap().1
+    }
+
+    #[tokio::test]
+    async fn a_reload_restarts_only_what_changed_and_keeps_the_client() {
+        let scheduler = Scheduler::new(Metrics::new(), Clock::system());
+        let first = config("5s", &[("same", "1h"), ("changes", "1h"), ("goes", "1h")]);
+        let applied = scheduler.apply(&first).unwrap();
+        assert_eq!((applied.added, applied.unchanged), (3, 0));
+        let (before, client_before) = (tasks(&scheduler), client(&scheduler));
+
+        let second = config("5s", &[("same", "1h"), ("changes", "2h"), ("new", "1h")]);
+        let applied = scheduler.apply(&second).unwrap();
+        assert_eq!(
+            applied,
+            Applied {
+                added: 1,
+                changed: 1,
+                removed: 1,
+                unchanged: 1
+            }
+        );
+        let after = tasks(&scheduler);
+        assert_eq!(after.keys().collect::<Vec<_>>(), ["changes", "new", "same"]);
+        assert_eq!(after["same"], before["same"], "the unchanged task runs on");
+        assert_ne!(after["changes"], before["changes"]);
+        assert!(client(&scheduler).is_same(&client_before));
+
+        // New HTTP settings: a new client, and every poller restarts with it.
+        let applied = scheduler.apply(&config("7s", &[("same", "1h")])).unwrap();
+        assert_eq!(
+            (applied.changed, applied.removed, applied.unchanged),
+            (1, 2, 0)
+        );
+        assert_ne!(tasks(&scheduler)["same"], after["same"]);
+        assert!(!client(&scheduler).is_same(&client_before));
+        scheduler.stop();
+        assert!(tasks(&scheduler).is_empty());
+    }
+}

@@ -355,6 +355,7 @@ async fn stops_within_five_seconds(signal: &'static str) {
     let (status, took) = exited.unwrap_or_else(|| panic!("still running 5 s after SIG{signal}"));
     assert!(status.success(), "{status}\n{log}");
     assert!(took < Duration::from_secs(5), "{took:?}");
+    eprintln!("SIG{signal}: exited {took:?} after the signal");
     assert!(idle_closed, "the idle connection got bytes or an error");
     assert!(log.contains("msg=stopped"), "{log}");
     for noise in ["level=error", "panicked", "poll failed"] {
