@@ -1,4 +1,5 @@
-//! Counters and histograms of the requests sent to providers, updated as requests happen.
+//! Counters and histograms of the requests sent to providers, updated as requests happen, and
+//! the process-level gauges of configuration loads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,7 +70,8 @@ impl Telemetry {
             &["provider", "account"],
         )
         .expect("valid metric");
-        // Named as Prometheus names its own, so that the same alert works for both.
+        // Named after Prometheus' own `prometheus_config_last_reload_*`, so that the usual
+        // reload alert carries over with its prefix changed.
         let reload_successful = Gauge::new(
             "balance_exporter_config_last_reload_successful",
             "Whether the last configuration load (at start, on SIGHUP or POST /-/reload) succeeded (1) or was refused (0).",
