@@ -46,6 +46,11 @@ pub struct Args {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Enable the lifecycle endpoint: `POST /-/reload` (and PUT) reloads the configuration.
+    /// SIGHUP reloads it either way.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+
     /// Path under which to expose metrics.
     #[arg(
         long = "web.telemetry-path",
@@ -118,32 +123,35 @@ pub async fn main() -> ExitCode {
         return once(&config).await;
     }
     let path = args.config_file.clone();
-    let reload_path = path.clone();
     let reload = move |scheduler: &Scheduler| -> Result<(), String> {
-        let result = config::load(&reload_path)
+        let result = config::load(&path)
             .map_err(|e| e.to_string())
-            .and_then(|config| {
-                scheduler.apply(&config).map_err(|e| e.to_string())?;
-                Ok(config.accounts.len())
-            });
+            .and_then(|config| scheduler.apply(&config).map_err(|e| e.to_string()));
+        scheduler.metrics().config_loaded(result.is_ok());
         match &result {
-            Ok(accounts) => {
-                tracing::info!(file = %reload_path.display(), accounts, "configuration reloaded")
-            }
+            Ok(applied) => tracing::info!(
+                file = %path.display(),
+                added = applied.added,
+                changed = applied.changed,
+                removed = applied.removed,
+                unchanged = applied.unchanged,
+                "configuration reloaded"
+            ),
             Err(e) => tracing::error!(
-                file = %reload_path.display(),
+                file = %path.display(),
                 error = %e,
                 "reload failed; the running configuration stays"
             ),
         }
         result.map(|_| ())
     };
-    tracing::info!(file = %path.display(), accounts = config.accounts.len(), "configuration loaded");
+    tracing::info!(file = %args.config_file.display(), accounts = config.accounts.len(), "configuration loaded");
     run(&args, &config, Some(Arc::new(reload)), web_config).await
 }
 
 async fn once(config: &Config) -> ExitCode {
     let scheduler = Scheduler::new(Metrics::new(), Clock::system());
+    scheduler.metrics().config_loaded(true);
     match scheduler.poll_once(config).await {
         Ok(all_ok) => {
             print!("{}", String::from_utf8_lossy(&scheduler.metrics().body()));
@@ -196,6 +204,8 @@ async fn run(
         eprintln!("cannot start the HTTP client: {e}");
         return ExitCode::FAILURE;
     }
+    // The start-up load counts as the first (as in Prometheus), the demo's included.
+    scheduler.metrics().config_loaded(true);
     let reload: Option<Reload> = reload.map(|reload| {
         let scheduler = scheduler.clone();
         Arc::new(move || reload(&scheduler)) as Reload
@@ -204,6 +214,7 @@ async fn run(
         scheduler: scheduler.clone(),
         telemetry_path: args.telemetry_path.clone(),
         reload: reload.clone(),
+        lifecycle: args.enable_lifecycle,
     });
     let addr = match listener.local_addr() {
         Ok(addr) => addr,
@@ -225,9 +236,17 @@ async fn run(
     if let Some(reload) = reload {
         tokio::spawn(reload_on_sighup(reload));
     }
+    let shutdown = {
+        let scheduler = scheduler.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Polls in flight are dropped where they are: nothing of theirs is recorded.
+            scheduler.stop();
+        }
+    };
     let handler = web_config.wrap(server::handler(web));
-    crate::serve::accept_loop_tls(listener, web_config.tls.clone(), handler, shutdown_signal())
-        .await;
+    crate::serve::accept_loop_tls(listener, web_config.tls.clone(), handler, shutdown).await;
     scheduler.stop();
     tracing::info!("stopped");
     ExitCode::SUCCESS

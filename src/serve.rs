@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -21,6 +22,8 @@ pub type Handler =
 
 /// A TLS handshake that takes longer than this is given up (the connection is dropped).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long responses in flight at shutdown may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves plain HTTP connections from `listener` with `handler` until `shutdown` completes.
 pub async fn accept_loop(
@@ -32,7 +35,9 @@ pub async fn accept_loop(
 }
 
 /// Like [`accept_loop`], over TLS when `tls` is given. The handshake runs in the connection's
-/// own task: a slow or failing client costs only its connection.
+/// own task: a slow or failing client costs only its connection. When `shutdown` completes,
+/// stops accepting, closes idle keep-alive connections, and gives responses in flight
+/// [`SHUTDOWN_GRACE`] to finish.
 pub async fn accept_loop_tls(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -41,9 +46,16 @@ pub async fn accept_loop_tls(
 ) {
     let tls = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);
+    let connections = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => {
+                drop(listener);
+                if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown()).await.is_err() {
+                    tracing::debug!("connections still open after the shutdown grace; closing them");
+                }
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -57,12 +69,13 @@ pub async fn accept_loop_tls(
         };
         let handler = handler.clone();
         let tls = tls.clone();
+        let watcher = connections.watcher();
         tokio::spawn(async move {
             let Some(tls) = tls else {
-                return serve_connection(stream, handler).await;
+                return serve_connection(stream, handler, watcher).await;
             };
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, handler).await,
+                Ok(Ok(stream)) => serve_connection(stream, handler, watcher).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -73,13 +86,15 @@ pub async fn accept_loop_tls(
 async fn serve_connection(
     stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     handler: Handler,
+    watcher: Watcher,
 ) {
     let service = service_fn(move |request| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler(request).await) }
     });
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let connection = watcher.watch(
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+    );
     if let Err(e) = connection.await {
         tracing::debug!(error = %e, "connection ended with an error");
     }

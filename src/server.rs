@@ -25,6 +25,8 @@ pub struct Web {
     pub telemetry_path: String,
     /// `None` where there is no file to reload (`--demo`).
     pub reload: Option<Reload>,
+    /// `--web.enable-lifecycle`: whether `POST /-/reload` is allowed (SIGHUP always is).
+    pub lifecycle: bool,
 }
 
 /// Binds `address`: `host:port`, `[v6]:port`, or `:port` for every interface.
@@ -75,7 +77,12 @@ async fn route(web: &Web, request: Request<Incoming>) -> Response<Full<Bytes>> {
     match path {
         "/" if reading => {
             let state = web.scheduler.metrics().snapshot_state();
-            let page = status_page::render(&state, &web.telemetry_path, web.reload.is_some());
+            let page = status_page::render(
+                &state,
+                &web.telemetry_path,
+                web.reload.is_some(),
+                web.lifecycle,
+            );
             response(200, "text/html; charset=utf-8", page)
         }
         "/-/healthy" if reading => text(200, "Healthy\n"),
@@ -91,6 +98,7 @@ async fn route(web: &Web, request: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         "/-/reload" if method == Method::POST || method == Method::PUT => match &web.reload {
+            _ if !web.lifecycle => text(403, "Lifecycle API is not enabled\n"),
             None => text(403, "Reload is not available: no configuration file\n"),
             Some(reload) => {
                 let reload = reload.clone();

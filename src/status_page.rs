@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use crate::metrics::{AccountState, State};
 
-pub fn render(state: &State, telemetry_path: &str, reloadable: bool) -> String {
+/// `reloadable`: there is a file to reload; `lifecycle`: `POST /-/reload` is enabled.
+pub fn render(state: &State, telemetry_path: &str, reloadable: bool, lifecycle: bool) -> String {
     let now = Instant::now();
     let mut html = String::with_capacity(8 * 1024);
     let _ = write!(
@@ -36,10 +37,14 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
         version = escape(crate::VERSION),
         revision = escape(crate::REVISION),
         metrics = escape(telemetry_path),
-        reload = if reloadable {
-            " (reload the configuration with <code>POST /-/reload</code> or SIGHUP)"
-        } else {
-            ""
+        reload = match (reloadable, lifecycle) {
+            (false, _) => "",
+            (true, true) =>
+                " (reload the configuration with <code>POST /-/reload</code> or SIGHUP)",
+            (true, false) => {
+                " (reload the configuration with SIGHUP; <code>POST /-/reload</code> needs \
+                 <code>--web.enable-lifecycle</code>)"
+            }
         },
     );
     for a in state.accounts.values() {

@@ -273,7 +273,13 @@ async fn reload_applies_a_valid_config_and_keeps_running_on_a_broken_one() {
     );
     let config = path.to_str().unwrap().to_owned();
     let mut daemon = tokio::task::spawn_blocking(move || {
-        let mut d = Daemon::spawn(&["--config.file", &config, "--log.level", "debug"]);
+        let mut d = Daemon::spawn(&[
+            "--config.file",
+            &config,
+            "--log.level",
+            "debug",
+            "--web.enable-lifecycle",
+        ]);
         d.wait_for_line(|l| l.contains("msg=\"poll succeeded\"") && l.contains("account=first "));
         d
     })
@@ -381,6 +387,23 @@ fn demo_shows_balances_within_five_seconds() {
         );
     }
     assert!(m.expect("balance_overview_amount", &[("account", "onerway-main")]) > 0.0);
+    // The demo's configuration counts as loaded at its start.
+    assert_eq!(
+        m.expect("balance_exporter_config_last_reload_successful", &[]),
+        1.0
+    );
+    let loaded_at = m.expect(
+        "balance_exporter_config_last_reload_success_timestamp_seconds",
+        &[],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        loaded_at <= now && loaded_at > now - 60.0,
+        "{loaded_at} vs {now}"
+    );
     assert!(elapsed.as_secs_f64() < 5.0, "balances after {elapsed:?}");
     let (_, page) = runtime.block_on(get(daemon.addr, "/"));
     assert!(page.contains("sms-main"), "{page}");

@@ -271,13 +271,19 @@ async fn the_token_survives_a_reload_and_an_outside_mint_costs_one_re_mint() {
     let yaml = config(SLOW_POLLS, &[account("acq", &server, CLIENT, "")]);
     let mut exporter = Exporter::start(&yaml).await;
     exporter.poll("acq").await.outcome.unwrap();
-    // A reload rebuilds the provider: the token carries over.
-    exporter.scheduler.apply(&parsed(&yaml)).unwrap();
+    // A reload that changes the account but not its credentials rebuilds its provider: the
+    // token carries over.
+    let changed = config(
+        SLOW_POLLS,
+        &[account("acq", &server, CLIENT, "\n    poll_interval: 2h")],
+    );
+    exporter.scheduler.apply(&parsed(&changed)).unwrap();
     exporter.poll("acq").await.outcome.unwrap();
     assert_eq!(sim.mints(CLIENT), 1);
 
     // Another process mints with the same key: one 401, one re-mint, and the poll succeeds.
     sim.mint_outside(CLIENT);
+    // Changed back: rebuilt again, and it polls at once.
     exporter.scheduler.apply(&parsed(&yaml)).unwrap();
     exporter.poll("acq").await.outcome.unwrap();
     assert_eq!(sim.mints(CLIENT), 2);

@@ -52,6 +52,8 @@ impl fmt::Display for ConfigErrors {
 pub struct Problems {
     errors: Vec<ConfigError>,
     base_dir: PathBuf,
+    /// Paths of the secrets written in the file itself.
+    inline_secrets: Vec<String>,
 }
 
 impl Problems {
@@ -59,6 +61,7 @@ impl Problems {
         Problems {
             errors: Vec::new(),
             base_dir: base_dir.to_path_buf(),
+            inline_secrets: Vec::new(),
         }
     }
 
@@ -71,6 +74,11 @@ impl Problems {
 
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// Paths of the secrets given inline (`accounts[0].dev_secret`), not by file or variable.
+    pub fn inline_secrets(&self) -> &[String] {
+        &self.inline_secrets
     }
 
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
@@ -340,6 +348,10 @@ impl<'p> Fields<'p> {
         if value.is_empty() {
             self.error(&source_key, "the secret is empty");
             return None;
+        }
+        if source_key == key {
+            let path = self.path_of(key);
+            self.problems.inline_secrets.push(path);
         }
         let secret = Secret::new(value);
         self.secrets.push(secret.clone());

@@ -25,6 +25,8 @@ use crate::secret::Secret;
 pub struct Config {
     pub global: Global,
     pub accounts: Vec<AccountConfig>,
+    /// Paths of the secrets written in the file itself (not `_file` or `_env`).
+    pub inline_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +52,8 @@ impl Default for Global {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Compared field by field on reload, secrets included (by value, never shown).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountConfig {
     pub name: String,
     pub poll_interval: Duration,
@@ -109,7 +112,35 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| single(format!("cannot read {}: {e}", path.display())))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, format, base_dir)
+    let config = parse(&text, format, base_dir)?;
+    warn_if_secrets_exposed(path, &config.inline_secrets);
+    Ok(config)
+}
+
+/// Warns when a file holding secrets inline can be read by users other than its owner.
+fn warn_if_secrets_exposed(path: &Path, inline_secrets: &[String]) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Some(first) = inline_secrets.first() else {
+            return;
+        };
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = %format!("{mode:04o}"),
+                secrets = inline_secrets.len(),
+                first = %first,
+                "the configuration file holds secrets inline and other users can read it: run chmod 600 on it, or give the secrets as <key>_file or <key>_env"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, inline_secrets);
 }
 
 /// Parses and validates configuration text.
@@ -129,7 +160,12 @@ pub fn parse(text: &str, format: Format, base_dir: &Path) -> Result<Config, Conf
     if accounts.is_empty() && problems.is_empty() {
         problems.push("accounts", "at least one account is required");
     }
-    problems.into_result(Config { global, accounts })
+    let inline_secrets = problems.inline_secrets().to_vec();
+    problems.into_result(Config {
+        global,
+        accounts,
+        inline_secrets,
+    })
 }
 
 /// The top-level mapping of a YAML or TOML text, to be read with [`Fields`].
@@ -558,9 +594,7 @@ accounts:
         );
     }
 
-    #[test]
-    fn toml_reads_the_same_shape() {
-        let text = r#"
+    const OTP_TOML: &str = r#"
 [global]
 poll_interval = "5m"
 stale_after = "1h"
@@ -576,7 +610,10 @@ poll_interval = "90s"
 [[accounts.thresholds]]
 warning = 100.5
 "#;
-        let config = parse(text, Format::Toml, Path::new(".")).unwrap();
+
+    #[test]
+    fn toml_reads_the_same_shape() {
+        let config = parse(OTP_TOML, Format::Toml, Path::new(".")).unwrap();
         assert_eq!(config.global.poll_interval, Duration::from_secs(300));
         assert_eq!(config.global.stale_after, Duration::from_secs(3600));
         let account = &config.accounts[0];
@@ -604,5 +641,73 @@ warning = 100.5
                 .to_string()
                 .starts_with("accounts: expected a list")
         );
+    }
+
+    /// Valid files for every provider, in YAML and TOML.
+    fn valid_files() -> Vec<(Format, String)> {
+        let yaml = format!(
+            "{SMS}    thresholds:
+      - warning: 100
+        critical: 10.5
+  - name: payby
+    provider: payby
+    environment: uat
+    partner_id: 200000018128
+    private_key_file: payby/merchant_private_key_pkcs1.pem
+    payby_public_key_file: payby/payby_public_key.pem
+    currencies: [AED, USD]
+    thresholds:
+      - currency: AED
+        critical: 1000
+  - name: onerway
+    provider: onerway
+    base_url: https://account.example
+    apikey: key-123456
+    overview_path: /v1/overview
+    display_currency: EUR
+  - name: uqpay
+    provider: uqpay
+    client_id: client-1
+    api_key: api-key-1
+    currencies: [SGD]
+    poll_interval: 90s
+global:
+  poll_interval: 5m
+  request_timeout: 10s
+  max_concurrent_requests: 4
+  stale_after: 1h
+"
+        );
+        vec![(Format::Yaml, yaml), (Format::Toml, OTP_TOML.to_owned())]
+    }
+
+    #[test]
+    fn the_loader_never_panics_on_arbitrary_or_mutated_files() {
+        use proptest::test_runner::{Config as Cases, TestRunner};
+
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let files = valid_files();
+        for (format, text) in &files {
+            let config = parse(text, *format, &testdata).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.accounts.is_empty(), "the seeds are valid");
+        }
+        let dir = std::env::temp_dir().join(format!("be-config-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.yml");
+        let seeds = files.iter().map(|(_, t)| t.clone().into_bytes()).collect();
+        let mut runner = TestRunner::new(Cases::default());
+        let result = runner.run(&crate::providers::fuzz::bodies(seeds), |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse(&text, Format::Yaml, &testdata);
+            let _ = parse(&text, Format::Toml, &testdata);
+            // As a file: bytes that are not UTF-8 must be refused, not unwrapped.
+            std::fs::write(&file, &bytes).unwrap();
+            let _ = load(&file);
+            Ok(())
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        if let Err(e) = result {
+            panic!("{e}");
+        }
     }
 }

@@ -227,6 +227,12 @@ impl Metrics {
         }
     }
 
+    /// Records the outcome of loading the configuration (at start or on reload) and re-renders.
+    pub fn config_loaded(&self, successful: bool) {
+        self.telemetry.config_loaded(successful);
+        self.publish();
+    }
+
     /// The last rendered exposition body.
     pub fn body(&self) -> Bytes {
         self.body.read().unwrap_or_else(|e| e.into_inner()).clone()

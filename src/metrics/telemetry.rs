@@ -1,11 +1,13 @@
-//! Counters and histograms of the requests sent to providers, updated as requests happen.
+//! Counters and histograms of the requests sent to providers, updated as requests happen, and
+//! the process-level gauges of configuration loads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use crate::clock::unix_seconds_f64;
 use crate::providers::{ErrorClass, ProviderError};
 
 /// Distinct `code` values an account may export; later codes are exported as `other`.
@@ -20,6 +22,8 @@ pub struct Telemetry {
     durations: HistogramVec,
     token_refreshes: IntCounterVec,
     clock_skew: GaugeVec,
+    reload_successful: Gauge,
+    reload_success_time: Gauge,
 }
 
 impl Telemetry {
@@ -66,12 +70,26 @@ impl Telemetry {
             &["provider", "account"],
         )
         .expect("valid metric");
+        // Named after Prometheus' own `prometheus_config_last_reload_*`, so that the usual
+        // reload alert carries over with its prefix changed.
+        let reload_successful = Gauge::new(
+            "balance_exporter_config_last_reload_successful",
+            "Whether the last configuration load (at start, on SIGHUP or POST /-/reload) succeeded (1) or was refused (0).",
+        )
+        .expect("valid metric");
+        let reload_success_time = Gauge::new(
+            "balance_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(durations.clone()),
             Box::new(token_refreshes.clone()),
             Box::new(clock_skew.clone()),
+            Box::new(reload_successful.clone()),
+            Box::new(reload_success_time.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -88,7 +106,20 @@ impl Telemetry {
             durations,
             token_refreshes,
             clock_skew,
+            reload_successful,
+            reload_success_time,
         })
+    }
+
+    /// Records the outcome of loading the configuration: a refused one leaves the success
+    /// time where it was.
+    pub fn config_loaded(&self, successful: bool) {
+        self.reload_successful
+            .set(if successful { 1.0 } else { 0.0 });
+        if successful {
+            self.reload_success_time
+                .set(unix_seconds_f64(std::time::SystemTime::now()));
+        }
     }
 
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {

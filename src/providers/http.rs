@@ -102,6 +102,14 @@ fn build_client(
         .build()
 }
 
+#[cfg(test)]
+impl HttpClient {
+    /// Whether both are the same client (clones share their pool and permits).
+    pub(crate) fn is_same(&self, other: &HttpClient) -> bool {
+        Arc::ptr_eq(&self.permits, &other.permits)
+    }
+}
+
 /// A response as read: status, headers and the whole (capped) body.
 #[derive(Debug, Clone)]
 pub struct Response {

@@ -6,6 +6,8 @@
 //! means a module here and a line in [`PROVIDERS`].
 
 pub mod engagelab;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod http;
 pub mod onerway;
 pub mod payby;
@@ -95,7 +97,7 @@ pub const PROVIDERS: &[ProviderEntry] = &[
 ];
 
 /// An account's provider-specific configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderConfig {
     EngageLab(engagelab::Config),
     PayBy(payby::Config),

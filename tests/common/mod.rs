@@ -51,6 +51,7 @@ impl Exporter {
             scheduler: scheduler.clone(),
             telemetry_path: "/metrics".to_owned(),
             reload: None,
+            lifecycle: false,
         });
         let server = tokio::spawn(balance_exporter::serve::accept_loop(
             listener,
@@ -376,6 +377,35 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Sends signal `name` (`TERM`, `HUP`...) to the process.
+    pub fn signal(&self, name: &str) {
+        // The shell's own kill: no procps needed.
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "kill -s \"$0\" \"$1\"",
+                name,
+                &self.child.id().to_string(),
+            ])
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits at most `patience` for the process to exit; `None` if it is still running.
+    pub fn wait_exit_within(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stops the process and returns its whole log.
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
@@ -452,6 +482,16 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         self.process.log_text()
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`...) to the daemon.
+    pub fn signal(&self, name: &str) {
+        self.process.signal(name);
+    }
+
+    /// Waits at most `patience` for the daemon to exit; `None` if it is still running.
+    pub fn wait_exit_within(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit_within(patience)
     }
 
     /// Stops the daemon and returns its whole log.

@@ -37,7 +37,8 @@ pub enum Product {
     Otp,
 }
 
-#[derive(Debug, Clone)]
+/// Compared on reload (secrets by value): an account whose config is unchanged keeps running.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub product: Product,
     pub base_url: reqwest::Url,
@@ -241,3 +242,6 @@ fn parse_otp(response: &Response) -> Result<Snapshot, ProviderError> {
 fn amount(kind: &str, raw: Option<&RawValue>) -> Result<Option<Decimal>, ProviderError> {
     parse_amount(raw).map_err(|e| ProviderError::decode(format!("{kind} balance: {e}")))
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,7 +70,8 @@ pub enum Mode {
     },
 }
 
-#[derive(Debug, Clone)]
+/// Compared on reload (secrets by value): an account whose config is unchanged keeps running.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub base_url: reqwest::Url,
     pub apikey: Secret,

@@ -230,3 +230,74 @@ fn request_ids_do_not_repeat() {
     let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
     assert_eq!(ids.len(), 1000);
 }
+
+/// The provider's reading of one answer, as `fetch` chains it for either mode.
+fn read_any(response: &Response) {
+    if let Ok(data) = interpret(response) {
+        let mut snapshot = Snapshot::default();
+        if let Ok(data) = parse_data::<CurrencyData>(&data) {
+            let _ = add_currency(&mut snapshot, &data, Some("USD"));
+        }
+        if let Ok(data) = parse_data::<OverviewData>(&data) {
+            let _ = add_overview(&mut snapshot, &data, Some("EUR"));
+            let _ = add_overview(&mut snapshot, &data, None);
+        }
+    }
+}
+
+/// Answers of the simulator: one currency, the overview, both envelopes, errors.
+fn sim_answers() -> Vec<Vec<u8>> {
+    use super::sim::{Envelope as SimEnvelope, OnerwaySim, SimAccount, SimCurrency};
+    use crate::providers::fuzz;
+    use crate::sim::SimHandler;
+
+    fuzz::block_on(async {
+        let sim = OnerwaySim::new("/v1/balance", "/v1/overview");
+        let currencies = || {
+            vec![
+                ("USD", SimCurrency::simple(Decimal::new(89_799_388, 2))),
+                ("EUR", SimCurrency::simple(Decimal::new(-125, 1))),
+            ]
+        };
+        sim.add_account("key-a", SimAccount::new(currencies()));
+        let mut numeric = SimAccount::new(currencies());
+        numeric.envelope = SimEnvelope::Code200;
+        numeric.numeric_codes = true;
+        sim.add_account("key-b", numeric);
+        let mut out = Vec::new();
+        for apikey in ["key-a", "key-b", "unknown"] {
+            for (path, target) in [
+                ("/v1/balance", r#""currency":"USD""#),
+                ("/v1/overview", r#""displayCurrency":"EUR""#),
+            ] {
+                let body = format!(
+                    r#"{{"requestId":"{}","requestTime":{},{target}}}"#,
+                    new_request_id(),
+                    Clock::system().now_millis()
+                );
+                let request = fuzz::sim_request(
+                    "POST",
+                    path,
+                    None,
+                    &[("apikey", apikey), ("content-type", "application/json")],
+                    body.into_bytes(),
+                );
+                out.push(sim.handle(&request).await.body.to_vec());
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
+    let seeds = sim_answers();
+    let data = ok(std::str::from_utf8(&seeds[0]).unwrap()).unwrap();
+    assert!(
+        data.contains("897993.88"),
+        "the seeds are real answers: {data}"
+    );
+    crate::providers::fuzz::check(seeds, |status, body| {
+        read_any(&crate::providers::fuzz::response(status, body, &[]));
+    });
+}

@@ -24,7 +24,7 @@ pub const MIN_BITS: usize = 2048;
 
 /// An RSA private key that signs. Its `Debug` shows the size only: `RsaPrivateKey`'s own
 /// `Debug` would print the private exponent and primes.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct SigningKey(Arc<RsaPrivateKey>);
 
 /// An RSA public key that verifies.

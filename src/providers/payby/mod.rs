@@ -103,7 +103,8 @@ impl Environment {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Compared on reload (secrets by value): an account whose config is unchanged keeps running.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub environment: Environment,
     pub base_url: reqwest::Url,
@@ -432,6 +433,12 @@ fn interpret(
             });
         }
     }
+    read_answer(response)
+}
+
+/// Reads an answer whose signature has been verified: the balances it lists (currency,
+/// amount), or the error it reports.
+fn read_answer(response: &Response) -> Result<Vec<(String, Decimal)>, ProviderError> {
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),

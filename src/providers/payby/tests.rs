@@ -322,3 +322,78 @@ fn every_documented_msg_has_its_wire_code() {
     assert!(is_generic_gateway_code("5899") && is_generic_gateway_code("601"));
     assert!(!is_generic_gateway_code("0") && !is_generic_gateway_code("78001"));
 }
+
+/// Answers of the simulator, signed by PayBy's key: balances in two currencies, an error, an
+/// unsupported currency.
+fn sim_answers() -> Vec<Vec<u8>> {
+    use super::sim::{PayBySim, SimAccount};
+    use crate::clock::Clock;
+    use crate::providers::fuzz;
+    use crate::sim::{Ledger, SimHandler};
+
+    let merchant =
+        std::fs::read_to_string(format!("{TESTDATA}/payby/merchant_private_key_pkcs1.pem"))
+            .unwrap();
+    let merchant = SigningKey::from_pem(&merchant).unwrap();
+    let (payby, _) = payby_key();
+    let sim = PayBySim::new(payby);
+    let mut account = SimAccount::new(
+        merchant.verifying_key(),
+        vec![
+            ("AED", Ledger::fixed(Decimal::new(89_799_388, 2))),
+            ("USD", Ledger::fixed(Decimal::new(-5, 1))),
+        ],
+    );
+    account.list_all = true;
+    sim.add_account("200000018128", account);
+    fuzz::block_on(async {
+        let mut out = Vec::new();
+        for (currency, signer) in [
+            ("AED", &merchant),
+            ("XX1", &merchant),
+            ("AED", &payby_key().0),
+        ] {
+            let body = request_body(currency, Clock::system().now_millis());
+            let sign = signer.sign(&body).unwrap();
+            let request = fuzz::sim_request(
+                "POST",
+                BALANCE_PATH,
+                None,
+                &[
+                    ("partner-id", "200000018128"),
+                    ("sign", &sign),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            );
+            out.push(fuzz::answer_body(sim.handle(&request).await, 200));
+        }
+        out
+    })
+}
+
+#[test]
+fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
+    use crate::providers::fuzz;
+
+    let seeds = sim_answers();
+    let (_, payby_public) = payby_key();
+    let first = signed(200, std::str::from_utf8(&seeds[0]).unwrap());
+    assert_eq!(
+        interpret(&first, &payby_public).unwrap().len(),
+        2,
+        "the seeds are real answers"
+    );
+    // Past the signature check: what a verified answer may hold.
+    fuzz::check(seeds.clone(), |status, body| {
+        let _ = read_answer(&fuzz::response(status, body, &[("retry-after", "1")]));
+    });
+    // Before it: unsigned answers and signatures that do not verify.
+    fuzz::check(seeds, |status, body| {
+        let _ = interpret(&fuzz::response(status, body, &[]), &payby_public);
+        let _ = interpret(
+            &fuzz::response(status, body, &[("sign", "bm90IGEgc2lnbmF0dXJl")]),
+            &payby_public,
+        );
+    });
+}

@@ -87,7 +87,8 @@ impl Environment {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Compared on reload (secrets by value): an account whose config is unchanged keeps running.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub environment: Environment,
     pub base_url: reqwest::Url,

@@ -657,3 +657,62 @@ fn config_keys_and_their_problems() {
     ));
     assert_eq!(errors, "");
 }
+
+/// Answers of the simulator: a token, a page of the list, one currency, and errors.
+fn sim_answers() -> Vec<Vec<u8>> {
+    use crate::providers::fuzz;
+
+    let sim = sim_with_currencies(&["USD", "SGD", "EUR"]);
+    sim.update(CLIENT, |c| {
+        c.faults.next(Fault::code("too_many_requests"), 1)
+    });
+    fuzz::block_on(async {
+        let credentials = [("x-client-id", CLIENT), ("x-api-key", KEY)];
+        let mint = fuzz::sim_request("POST", "/api/v1/connect/token", None, &credentials, vec![]);
+        let token_answer = fuzz::answer_body(sim.handle(&mint).await, 200);
+        let token: serde_json::Value = serde_json::from_slice(&token_answer).unwrap();
+        let bearer = format!("Bearer {}", token["auth_token"].as_str().unwrap());
+        let authorized = [("x-client-id", CLIENT), ("x-auth-token", bearer.as_str())];
+        let get = |path: &str, query: Option<&str>, headers: &[(&str, &str)]| {
+            fuzz::sim_request("GET", path, query, headers, vec![])
+        };
+        let list = get(
+            "/api/v2/payment/balances",
+            Some("page_number=1&page_size=2"),
+            &authorized,
+        );
+        let one = get("/api/v2/payment/balances/SGD", None, &authorized);
+        let rate_limited = fuzz::answer_body(sim.handle(&list).await, 429);
+        let unauthorized = get("/api/v2/payment/balances/SGD", None, &credentials);
+        vec![
+            token_answer,
+            fuzz::answer_body(sim.handle(&list).await, 200),
+            fuzz::answer_body(sim.handle(&one).await, 200),
+            rate_limited,
+            fuzz::answer_body(sim.handle(&unauthorized).await, 401),
+        ]
+    })
+}
+
+#[test]
+fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
+    use crate::providers::fuzz;
+
+    let seeds = sim_answers();
+    let page = fuzz::response(200, &seeds[1], &[]);
+    assert_eq!(
+        parse_page(&page).unwrap().1,
+        2,
+        "the seeds are real answers"
+    );
+    let token = Secret::new("token-value");
+    fuzz::check(seeds, |status, body| {
+        let date = "Sat, 21 Nov 2026 22:00:00 GMT";
+        let response = fuzz::response(status, body, &[("date", date), ("retry-after", "3")]);
+        let _ = parse_token(&response, SystemTime::now());
+        let _ = parse_token(&fuzz::response(status, body, &[]), SystemTime::UNIX_EPOCH);
+        let _ = parse_page(&response);
+        let _ = parse_single(&response, "SGD");
+        let _ = error_from(&response, &token);
+    });
+}
