@@ -12,12 +12,14 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
+mod common;
 mod dashboards;
+use common::{describe, run_in as run};
 use dashboards::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -97,23 +99,6 @@ fn tool(name: &str, package: &str) -> Option<PathBuf> {
         let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
     }
     found
-}
-
-fn run(program: &Path, args: &[&str], dir: &Path) -> Output {
-    Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A scratch directory for one test, removed when dropped.

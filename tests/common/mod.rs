@@ -264,14 +264,40 @@ pub fn assert_promtool_clean(text: &str) {
         .write_all(text.as_bytes())
         .expect("write to promtool");
     let out = child.wait_with_output().expect("promtool output");
-    let said = format!(
-        "{}{}",
+    assert_silent_success(&out, &format!("promtool check metrics on:\n{text}"));
+}
+
+/// Runs `program` with `args` in `dir` to completion.
+pub fn run_in(program: &Path, args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()))
+}
+
+/// A finished tool's exit code and output, for a failure message.
+pub fn describe(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    )
+}
+
+/// Asserts that a tool succeeded and printed nothing: some tools report problems as warnings
+/// and still exit 0.
+pub fn assert_silent_success(out: &std::process::Output, what: &str) {
+    let quiet = out
+        .stdout
+        .iter()
+        .chain(&out.stderr)
+        .all(u8::is_ascii_whitespace);
     assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics complained:\n{said}\n--- on ---\n{text}"
+        out.status.success() && quiet,
+        "{what} complained:\n{}",
+        describe(out)
     );
 }
 
