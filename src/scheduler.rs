@@ -15,15 +15,14 @@ use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
 use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
 
-/// Re-render this often even without polls: stale balances leave, process metrics move.
-const RENDER_TICK: Duration = Duration::from_secs(1);
 /// The first polls start within this much of each other, not all in the same instant.
 const MAX_STAGGER: Duration = Duration::from_millis(500);
 /// A poll may overrun its interval by this much before it is cut off: each request's own
 /// timeout is already cut to the interval, so this only catches a provider that loops.
 const POLL_GRACE: Duration = Duration::from_secs(1);
 
-/// Sent after every poll; tests and `--once` wait on these instead of on the clock.
+/// Sent after every poll, once `/metrics` serves it; tests and `--once` wait on these instead
+/// of on the clock.
 #[derive(Debug, Clone)]
 pub struct PollEvent {
     pub account: String,
@@ -69,21 +68,16 @@ impl Scheduler {
             let first = rand::random_range(Duration::ZERO..=stagger.min(MAX_STAGGER));
             tasks.push(tokio::spawn(poller.run(first)));
         }
-        let metrics = self.metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RENDER_TICK);
-            loop {
-                tick.tick().await;
-                metrics.publish();
-            }
-        }));
+        tasks.push(tokio::spawn(self.metrics.clone().render_loop()));
         Ok(())
     }
 
     /// Polls every account of `config` once, at the same time. True if all succeeded.
     pub async fn poll_once(&self, config: &Config) -> Result<bool, reqwest::Error> {
         let pollers = self.pollers(config)?;
+        let renderer = tokio::spawn(self.metrics.clone().render_loop());
         let results = join_all(pollers.iter().map(AccountPoller::poll)).await;
+        renderer.abort();
         Ok(results.iter().all(Result::is_ok))
     }
 
@@ -174,6 +168,9 @@ impl AccountPoller {
                 ))
             });
         let duration = started.elapsed();
+        let generation = self.metrics.record_poll(name, &outcome, duration);
+        // Whoever gets the event or the log line may scrape right away and must see this poll.
+        self.metrics.rendered(generation).await;
         match &outcome {
             Ok(snapshot) => tracing::debug!(
                 provider,
@@ -191,7 +188,6 @@ impl AccountPoller {
                 "poll failed"
             ),
         }
-        self.metrics.record_poll(name, &outcome, duration);
         let outcome = outcome.map(|_| ());
         let _ = self.events.send(PollEvent {
             account: name.to_owned(),
