@@ -38,6 +38,9 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        // Answers are written whole; Nagle would hold back the tail of a large body until the
+        // client's delayed ACK (tens of milliseconds).
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {

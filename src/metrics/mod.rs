@@ -104,6 +104,8 @@ pub const PROCESS_REFRESH: Duration = Duration::from_secs(5);
 pub struct Body {
     pub plain: Bytes,
     pub gzip: Bytes,
+    /// `(accounts polled at least once, accounts)` in this render.
+    pub polled: (usize, usize),
 }
 
 /// Everything `/metrics` and the status page are made of.
@@ -123,7 +125,7 @@ pub struct Metrics {
     /// The newest generation whose render `/metrics` serves.
     rendered: watch::Sender<u64>,
     /// Held while rendering, so that an older state never overwrites a newer body.
-    gauges: Mutex<render::StateGauges>,
+    renderer: Mutex<render::Renderer>,
     accounts: Mutex<BTreeMap<String, Arc<AccountTelemetry>>>,
 }
 
@@ -138,7 +140,7 @@ impl Metrics {
             body: RwLock::new(Body::default()),
             changed: watch::Sender::new(0),
             rendered: watch::Sender::new(0),
-            gauges: Mutex::new(render::StateGauges::new()),
+            renderer: Mutex::new(render::Renderer::default()),
             accounts: Mutex::new(BTreeMap::new()),
         })
     }
@@ -296,16 +298,20 @@ impl Metrics {
 
     /// Renders the state into the exposition body served on `/metrics`, now.
     pub fn publish(&self) {
-        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        let mut renderer = self.renderer.lock().unwrap_or_else(|e| e.into_inner());
         let (state, generation) = {
             let state = self.state();
             (state.clone(), *self.changed.borrow())
         };
-        match gauges.render(&state, &self.telemetry, Instant::now()) {
+        match renderer.render(&state, &self.telemetry, Instant::now()) {
             Ok(text) => {
                 let body = Body {
                     gzip: gzip(text.as_bytes()),
                     plain: Bytes::from(text),
+                    polled: (
+                        state.accounts.values().filter(|a| a.polls > 0).count(),
+                        state.accounts.len(),
+                    ),
                 };
                 *self.body.write().unwrap_or_else(|e| e.into_inner()) = body;
             }
@@ -341,11 +347,10 @@ impl Metrics {
         self.state().clone()
     }
 
-    /// `(accounts polled at least once, accounts)`.
+    /// `(accounts polled at least once, accounts)` as `/metrics` shows them: ready means
+    /// that a scrape now sees every account.
     pub fn readiness(&self) -> (usize, usize) {
-        let state = self.state();
-        let polled = state.accounts.values().filter(|a| a.polls > 0).count();
-        (polled, state.accounts.len())
+        self.body.read().unwrap_or_else(|e| e.into_inner()).polled
     }
 }
 
