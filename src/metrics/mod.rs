@@ -1,8 +1,9 @@
 //! The exporter's state and its rendering into the `/metrics` body.
 //!
 //! Pollers record each poll's outcome here and mark the state changed; one render task turns
-//! changes into the exposition text (plain and gzip, compressed once per render), at most every
-//! [`RENDER_GAP`], and `/metrics` serves the last rendered body without touching the state.
+//! changes into the exposition text (plain and gzip, compressed once per render), with at least
+//! [`RENDER_GAP`] between renders, and `/metrics` serves the last rendered body without
+//! touching the state.
 
 mod render;
 mod telemetry;
@@ -94,6 +95,9 @@ impl AccountState {
 /// Renders start at least this far apart: with thousands of accounts, polls finishing close
 /// together share one render instead of each re-rendering every account.
 pub const RENDER_GAP: Duration = Duration::from_millis(200);
+/// ... and at least this many times the last render's duration apart, so that rendering takes
+/// at most about a tenth of a core however many series there are.
+const RENDER_GAP_PER_RENDER_TIME: u32 = 10;
 /// Without state changes, re-render this often so the process metrics (CPU, memory, file
 /// descriptors) stay current. Prometheus scrapes every 15 s or more; a render of 1,000 accounts
 /// costs a few milliseconds (BENCHMARKS.md), so this is a fraction of a percent of a core.
@@ -257,18 +261,19 @@ impl Metrics {
         let _ = rendered.wait_for(|r| *r >= generation).await;
     }
 
-    /// Renders whenever the state changed, at most every [`RENDER_GAP`]; also when a
-    /// snapshot goes stale and every [`PROCESS_REFRESH`]. Runs until aborted.
+    /// Renders whenever the state changed, [`RENDER_GAP`] or ten render times apart; also
+    /// when a snapshot goes stale and every [`PROCESS_REFRESH`]. Runs until aborted.
     pub async fn render_loop(self: Arc<Self>) {
         let mut changes = self.changed.subscribe();
         let mut last = Instant::now();
+        let mut gap = RENDER_GAP;
         loop {
             let refresh = self.next_refresh(last);
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(refresh) => {}
             }
-            tokio::time::sleep_until(last + RENDER_GAP).await;
+            tokio::time::sleep_until(last + gap).await;
             changes.mark_unchanged();
             last = Instant::now();
             let this = self.clone();
@@ -280,6 +285,7 @@ impl Metrics {
             {
                 tracing::error!("rendering /metrics panicked");
             }
+            gap = RENDER_GAP.max(last.elapsed() * RENDER_GAP_PER_RENDER_TIME);
         }
     }
 
