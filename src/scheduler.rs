@@ -17,15 +17,14 @@ use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
 use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
 
-/// Re-render this often even without polls: stale balances leave, process metrics move.
-const RENDER_TICK: Duration = Duration::from_secs(1);
 /// The first polls start within this much of each other, not all in the same instant.
 const MAX_STAGGER: Duration = Duration::from_millis(500);
 /// A poll may overrun its interval by this much before it is cut off: each request's own
 /// timeout is already cut to the interval, so this only catches a provider that loops.
 const POLL_GRACE: Duration = Duration::from_secs(1);
 
-/// Sent after every poll; tests and `--once` wait on these instead of on the clock.
+/// Sent after every poll, once `/metrics` serves it; tests and `--once` wait on these instead
+/// of on the clock.
 #[derive(Debug, Clone)]
 pub struct PollEvent {
     pub account: String,
@@ -159,14 +158,7 @@ impl Scheduler {
         applied.added = config.accounts.len() - applied.unchanged - applied.changed;
         running.pollers = kept;
         if running.render.is_none() {
-            let metrics = self.metrics.clone();
-            running.render = Some(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(RENDER_TICK);
-                loop {
-                    tick.tick().await;
-                    metrics.publish();
-                }
-            }));
+            running.render = Some(tokio::spawn(self.metrics.clone().render_loop()));
         }
         Ok(applied)
     }
@@ -183,7 +175,9 @@ impl Scheduler {
             .zip(telemetry)
             .map(|(account, telemetry)| self.poller(account, telemetry, &client))
             .collect();
+        let renderer = tokio::spawn(self.metrics.clone().render_loop());
         let results = join_all(pollers.iter().map(AccountPoller::poll)).await;
+        renderer.abort();
         Ok(results.iter().all(Result::is_ok))
     }
 
@@ -269,6 +263,9 @@ impl AccountPoller {
                 ))
             });
         let duration = started.elapsed();
+        let generation = self.metrics.record_poll(name, &outcome, duration);
+        // Whoever gets the event or the log line may scrape right away and must see this poll.
+        self.metrics.rendered(generation).await;
         match &outcome {
             Ok(snapshot) => tracing::debug!(
                 provider,
@@ -286,7 +283,6 @@ impl AccountPoller {
                 "poll failed"
             ),
         }
-        self.metrics.record_poll(name, &outcome, duration);
         let outcome = outcome.map(|_| ());
         let _ = self.events.send(PollEvent {
             account: name.to_owned(),

@@ -67,6 +67,9 @@ pub async fn accept_loop_tls(
                 continue;
             }
         };
+        // Answers are written whole; Nagle would hold back the tail of a large body until the
+        // client's delayed ACK (tens of milliseconds).
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let tls = tls.clone();
         let watcher = connections.watcher();

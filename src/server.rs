@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderMap, HeaderValue, VARY};
 use hyper::{Method, Request, Response};
 use tokio::net::TcpListener;
 
@@ -72,7 +73,19 @@ async fn route(web: &Web, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if !reading {
             return text(405, "Method not allowed\n");
         }
-        return response(200, EXPOSITION_TYPE, web.scheduler.metrics().body());
+        let body = web.scheduler.metrics().bodies();
+        let gzip = accepts_gzip(request.headers());
+        let mut answer = response(
+            200,
+            EXPOSITION_TYPE,
+            if gzip { body.gzip } else { body.plain },
+        );
+        let headers = answer.headers_mut();
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        if gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        return answer;
     }
     match path {
         "/" if reading => {
@@ -111,5 +124,59 @@ async fn route(web: &Web, request: Request<Incoming>) -> Response<Full<Bytes>> {
         },
         "/" | "/-/healthy" | "/-/ready" | "/-/reload" => text(405, "Method not allowed\n"),
         _ => text(404, "Not found\n"),
+    }
+}
+
+/// Whether `Accept-Encoding` admits gzip (RFC 9110 12.5.3): `gzip`/`x-gzip` or `*` with a
+/// non-zero q-value; an explicit `gzip;q=0` refuses it even if `*` is accepted.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(q > 0.0);
+            } else if coding == "*" {
+                any = Some(q > 0.0);
+            }
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn accept_encoding_for_gzip() {
+        // What Prometheus sends.
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["deflate, GZIP;q=0.5"]));
+        assert!(accepts(&["br", "x-gzip"]));
+        assert!(accepts(&["*"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["identity"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["gzip; q=0.000"]));
+        assert!(!accepts(&["*, gzip;q=0"]));
+        assert!(!accepts(&["*;q=0"]));
+        assert!(accepts(&["*;q=0, gzip"]));
+        assert!(!accepts(&["gzipped"]));
     }
 }

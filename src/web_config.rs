@@ -20,7 +20,6 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
     SupportedProtocolVersion,
 };
-use sha2::{Digest, Sha256};
 
 use crate::config::{self, ConfigError, ConfigErrors, Fields, Format, Problems};
 use crate::serve::{Handler, response};
@@ -463,7 +462,11 @@ impl BasicAuth {
         let Some((user, password)) = authorization.and_then(basic_credentials) else {
             return false;
         };
-        let key: VerdictKey = (user, Sha256::digest(&password).into());
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &password).as_ref(),
+        );
+        let key: VerdictKey = (user, digest);
         if let Some(verdict) = self.cached(&key) {
             return verdict;
         }

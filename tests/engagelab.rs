@@ -119,6 +119,70 @@ async fn sms_balances_are_exact_and_the_output_is_promtool_clean() {
 }
 
 #[tokio::test]
+async fn metrics_are_gzipped_when_asked_and_decode_to_the_plain_exposition() {
+    let (_sim, server) = simulator(Product::Sms, &[("key-1", "secret-1", "12.3456", "2")]).await;
+    let yaml = config(
+        SLOW_POLLS,
+        &[account(
+            "sms",
+            "sms",
+            &server.base_url(),
+            "key-1",
+            "secret-1",
+        )],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("sms").await.outcome.unwrap();
+    let scrape = |encoding: &'static str| {
+        let url = format!("http://{}/metrics", exporter.addr);
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("Accept-Encoding", encoding)
+                .send()
+                .await
+                .unwrap();
+            let headers = response.headers().clone();
+            (headers, response.bytes().await.unwrap())
+        }
+    };
+    let (plain_headers, plain) = scrape("identity").await;
+    let (gzip_headers, gzipped) = scrape("gzip").await;
+    let (refused_headers, refused) = scrape("gzip;q=0, identity").await;
+
+    assert!(plain_headers.get("content-encoding").is_none());
+    assert_eq!(refused_headers.get("content-encoding"), None);
+    assert_eq!(gzip_headers["content-encoding"], "gzip");
+    for headers in [&plain_headers, &gzip_headers] {
+        assert_eq!(headers["vary"], "Accept-Encoding");
+    }
+    let mut decoded = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&gzipped[..]),
+        &mut decoded,
+    )
+    .unwrap();
+    // The account polls once (SLOW_POLLS); only process metrics may move between scrapes.
+    let samples = |text: &[u8]| {
+        let mut samples = common::Exposition::parse(std::str::from_utf8(text).unwrap()).samples;
+        samples.retain(|s| !s.name.starts_with("process_"));
+        samples
+    };
+    assert!(samples(&plain).len() > 10);
+    assert_eq!(samples(decoded.as_bytes()), samples(&plain));
+    assert_eq!(samples(&refused), samples(&plain));
+    assert!(
+        gzipped.len() < plain.len() / 3,
+        "{} vs {}",
+        gzipped.len(),
+        plain.len()
+    );
+    assert!(decoded.contains(
+        r#"balance_amount{account="sms",currency="USD",kind="normal",provider="engagelab"} 12.3456"#
+    ));
+}
+
+#[tokio::test]
 async fn sms_wire_integers_are_used_and_floats_only_as_fallback() {
     let (sim, server) = simulator(Product::Sms, &[("k", "s", "1", "0")]).await;
     let yaml = config(

@@ -1,16 +1,22 @@
 //! The exporter's state and its rendering into the `/metrics` body.
 //!
-//! Pollers record each poll's outcome here; every change re-renders the exposition text, and
-//! `/metrics` serves the last rendered body without touching the state.
+//! Pollers record each poll's outcome here and mark the state changed; one render task turns
+//! changes into the exposition text (plain and gzip, compressed once per render), with at least
+//! [`RENDER_GAP`] between renders, and `/metrics` serves the last rendered body without
+//! touching the state.
 
 mod render;
 mod telemetry;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use telemetry::{AccountTelemetry, MAX_CODES_PER_ACCOUNT, OTHER_CODE, Telemetry};
@@ -86,6 +92,26 @@ impl AccountState {
     }
 }
 
+/// Renders start at least this far apart: with thousands of accounts, polls finishing close
+/// together share one render instead of each re-rendering every account.
+pub const RENDER_GAP: Duration = Duration::from_millis(200);
+/// ... and at least this many times the last render's duration apart, so that rendering takes
+/// at most about a tenth of a core however many series there are.
+const RENDER_GAP_PER_RENDER_TIME: u32 = 10;
+/// Without state changes, re-render this often so the process metrics (CPU, memory, file
+/// descriptors) stay current. Prometheus scrapes every 15 s or more; a render of 1,000 accounts
+/// costs a few milliseconds (BENCHMARKS.md), so this is a fraction of a percent of a core.
+pub const PROCESS_REFRESH: Duration = Duration::from_secs(5);
+
+/// One render of the state: the exposition text, plain and gzip-compressed.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    pub plain: Bytes,
+    pub gzip: Bytes,
+    /// `(accounts polled at least once, accounts)` in this render.
+    pub polled: (usize, usize),
+}
+
 /// Everything `/metrics` and the status page are made of.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -97,9 +123,13 @@ pub struct State {
 pub struct Metrics {
     telemetry: Arc<Telemetry>,
     state: Mutex<State>,
-    body: RwLock<Bytes>,
+    body: RwLock<Body>,
+    /// The generation of the state: bumped, under the state lock, by every change.
+    changed: watch::Sender<u64>,
+    /// The newest generation whose render `/metrics` serves.
+    rendered: watch::Sender<u64>,
     /// Held while rendering, so that an older state never overwrites a newer body.
-    gauges: Mutex<render::StateGauges>,
+    renderer: Mutex<render::Renderer>,
     accounts: Mutex<BTreeMap<String, Arc<AccountTelemetry>>>,
 }
 
@@ -111,8 +141,10 @@ impl Metrics {
                 accounts: BTreeMap::new(),
                 stale_after: crate::config::Global::default().stale_after,
             }),
-            body: RwLock::new(Bytes::new()),
-            gauges: Mutex::new(render::StateGauges::new()),
+            body: RwLock::new(Body::default()),
+            changed: watch::Sender::new(0),
+            rendered: watch::Sender::new(0),
+            renderer: Mutex::new(render::Renderer::default()),
             accounts: Mutex::new(BTreeMap::new()),
         })
     }
@@ -171,60 +203,135 @@ impl Metrics {
             account.poll_interval = config.poll_interval;
             account.thresholds = config.thresholds.clone();
         }
+        self.changed.send_modify(|g| *g += 1);
         drop(state);
         drop(handles);
         self.publish();
         out
     }
 
-    /// Records the outcome of one poll and re-renders.
+    /// Records the outcome of one poll. Returns the state's generation that includes it, for
+    /// [`Metrics::rendered`].
     pub fn record_poll(
         &self,
         account: &str,
         outcome: &Result<Snapshot, ProviderError>,
         duration: Duration,
-    ) {
-        {
-            let mut state = self.state();
-            let Some(a) = state.accounts.get_mut(account) else {
-                return;
-            };
-            a.polls += 1;
-            a.last_poll_duration = Some(duration);
-            match outcome {
-                Ok(snapshot) => {
-                    a.up = true;
-                    a.last_success = Some(SystemTime::now());
-                    a.known_currencies = snapshot
-                        .currencies()
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect();
-                    a.snapshot = Some((snapshot.clone(), Instant::now()));
-                }
-                Err(error) => {
-                    a.up = false;
-                    a.last_error = Some(LastError {
-                        code: error.code.clone(),
-                        class: error.class,
-                        message: error.message.clone(),
-                        at: SystemTime::now(),
-                    });
-                }
+    ) -> u64 {
+        let mut state = self.state();
+        let Some(a) = state.accounts.get_mut(account) else {
+            return *self.changed.borrow();
+        };
+        a.polls += 1;
+        a.last_poll_duration = Some(duration);
+        match outcome {
+            Ok(snapshot) => {
+                a.up = true;
+                a.last_success = Some(SystemTime::now());
+                a.known_currencies = snapshot
+                    .currencies()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                a.snapshot = Some((snapshot.clone(), Instant::now()));
+            }
+            Err(error) => {
+                a.up = false;
+                a.last_error = Some(LastError {
+                    code: error.code.clone(),
+                    class: error.class,
+                    message: error.message.clone(),
+                    at: SystemTime::now(),
+                });
             }
         }
-        self.publish();
+        let mut generation = 0;
+        self.changed.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        generation
     }
 
-    /// Renders the state into the exposition body served on `/metrics`.
+    /// Waits until `/metrics` serves a render of `generation` or newer. Needs
+    /// [`Metrics::render_loop`] running.
+    pub async fn rendered(&self, generation: u64) {
+        let mut rendered = self.rendered.subscribe();
+        // The sender lives in `self`, so this cannot fail while we borrow it.
+        let _ = rendered.wait_for(|r| *r >= generation).await;
+    }
+
+    /// Renders whenever the state changed, [`RENDER_GAP`] or ten render times apart; also
+    /// when a snapshot goes stale and every [`PROCESS_REFRESH`]. Runs until aborted.
+    pub async fn render_loop(self: Arc<Self>) {
+        let mut changes = self.changed.subscribe();
+        let mut last = Instant::now();
+        let mut gap = RENDER_GAP;
+        loop {
+            let refresh = self.next_refresh(last);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(refresh) => {}
+            }
+            tokio::time::sleep_until(last + gap).await;
+            changes.mark_unchanged();
+            last = Instant::now();
+            let this = self.clone();
+            // A render of thousands of accounts takes milliseconds: keep it off the workers
+            // that serve /metrics.
+            if tokio::task::spawn_blocking(move || this.publish())
+                .await
+                .is_err()
+            {
+                tracing::error!("rendering /metrics panicked");
+            }
+            gap = RENDER_GAP.max(last.elapsed() * RENDER_GAP_PER_RENDER_TIME);
+        }
+    }
+
+    /// When the body must be re-rendered without a change: the next time a snapshot goes
+    /// stale, or [`PROCESS_REFRESH`] after the last render.
+    fn next_refresh(&self, last_render: Instant) -> Instant {
+        let state = self.state();
+        let now = Instant::now();
+        state
+            .accounts
+            .values()
+            .filter_map(|a| a.snapshot.as_ref().map(|(_, at)| *at + state.stale_after))
+            .filter(|stale_at| *stale_at > now)
+            .fold(last_render + PROCESS_REFRESH, Instant::min)
+    }
+
+    /// Renders the state into the exposition body served on `/metrics`, now.
     pub fn publish(&self) {
-        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        let state = self.state().clone();
-        match gauges.render(&state, &self.telemetry, Instant::now()) {
-            Ok(body) => *self.body.write().unwrap_or_else(|e| e.into_inner()) = Bytes::from(body),
+        let mut renderer = self.renderer.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, generation) = {
+            let state = self.state();
+            (state.clone(), *self.changed.borrow())
+        };
+        match renderer.render(&state, &self.telemetry, Instant::now()) {
+            Ok(text) => {
+                let body = Body {
+                    gzip: gzip(text.as_bytes()),
+                    plain: Bytes::from(text),
+                    polled: (
+                        state.accounts.values().filter(|a| a.polls > 0).count(),
+                        state.accounts.len(),
+                    ),
+                };
+                *self.body.write().unwrap_or_else(|e| e.into_inner()) = body;
+            }
             // Keep serving the previous body; this would be a bug in the rendering.
             Err(e) => tracing::error!(error = %e, "cannot render /metrics"),
         }
+        // Advanced even after an error, so that no poller waits forever.
+        self.rendered.send_if_modified(|r| {
+            let newer = generation > *r;
+            if newer {
+                *r = generation;
+            }
+            newer
+        });
     }
 
     /// Records the outcome of loading the configuration (at start or on reload) and re-renders.
@@ -235,6 +342,15 @@ impl Metrics {
 
     /// The last rendered exposition body.
     pub fn body(&self) -> Bytes {
+        self.body
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .plain
+            .clone()
+    }
+
+    /// The last rendered exposition body, plain and gzip.
+    pub fn bodies(&self) -> Body {
         self.body.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -243,10 +359,18 @@ impl Metrics {
         self.state().clone()
     }
 
-    /// `(accounts polled at least once, accounts)`.
+    /// `(accounts polled at least once, accounts)` as `/metrics` shows them: ready means
+    /// that a scrape now sees every account.
     pub fn readiness(&self) -> (usize, usize) {
-        let state = self.state();
-        let polled = state.accounts.values().filter(|a| a.polls > 0).count();
-        (polled, state.accounts.len())
+        self.body.read().unwrap_or_else(|e| e.into_inner()).polled
     }
+}
+
+/// `text` gzip-compressed. Level 1: exposition text is repetitive enough that higher levels
+/// gain little, and this runs on every render.
+pub fn gzip(text: &[u8]) -> Bytes {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(text);
+    Bytes::from(encoder.finish().unwrap_or_default())
 }

@@ -190,7 +190,8 @@ struct SmsBody<'a> {
     total_balance: Option<&'a RawValue>,
 }
 
-fn parse_sms(response: &Response, currency: &str) -> Result<Snapshot, ProviderError> {
+/// Public for `benches/parse.rs`.
+pub fn parse_sms(response: &Response, currency: &str) -> Result<Snapshot, ProviderError> {
     check_status(response)?;
     let body: SmsBody = response.json()?;
     let mut snapshot = Snapshot::default();
@@ -220,7 +221,8 @@ struct OtpBody<'a> {
     total_balance: Option<&'a RawValue>,
 }
 
-fn parse_otp(response: &Response) -> Result<Snapshot, ProviderError> {
+/// Public for `benches/parse.rs`.
+pub fn parse_otp(response: &Response) -> Result<Snapshot, ProviderError> {
     check_status(response)?;
     let body: OtpBody = response.json()?;
     let currency = body

@@ -231,8 +231,7 @@ impl Provider for Onerway {
                         interpret,
                     )
                     .await?;
-                let data: OverviewData = parse_data(&data)?;
-                add_overview(&mut snapshot, &data, display_currency.as_deref())?;
+                snapshot = parse_overview(&data, display_currency.as_deref())?;
             }
         }
         Ok(snapshot)
@@ -366,7 +365,8 @@ fn undocumented_class(code: &str, status: u16) -> ErrorClass {
 }
 
 /// The `data` of a successful answer, as its JSON text.
-fn interpret(response: &Response) -> Result<String, ProviderError> {
+/// Public for `benches/parse.rs`.
+pub fn interpret(response: &Response) -> Result<String, ProviderError> {
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),
@@ -382,6 +382,17 @@ fn interpret(response: &Response) -> Result<String, ProviderError> {
         Some(data) if data.get() != "null" => Ok(data.get().to_owned()),
         _ => Err(ProviderError::decode("success without data")),
     }
+}
+
+/// The `data` of an overview answer. Public for `benches/parse.rs`.
+pub fn parse_overview(
+    data: &str,
+    display_currency: Option<&str>,
+) -> Result<Snapshot, ProviderError> {
+    let data: OverviewData = parse_data(data)?;
+    let mut snapshot = Snapshot::default();
+    add_overview(&mut snapshot, &data, display_currency)?;
+    Ok(snapshot)
 }
 
 fn parse_data<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProviderError> {

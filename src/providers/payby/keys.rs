@@ -1,35 +1,65 @@
 //! PayBy's signatures: SHA256withRSA (RSASSA-PKCS1-v1_5 over SHA-256), standard base64.
 //!
 //! We sign every request body with the merchant's private key and verify every response body
-//! with PayBy's public key. Private-key operations use the `rsa` crate's blinded path
-//! (`sign_with_rng` with the OS CSPRNG): rsa 0.9's unblinded operations leak timing
-//! (RUSTSEC-2023-0071, "Marvin"); blinding randomises the value that is exponentiated, so the
-//! timing no longer follows the key. The simulator uses the same two types the other way round.
+//! with PayBy's public key. Keys are read and checked with the `rsa` crate; signing and
+//! verifying run in AWS-LC (`aws-lc-rs`, already linked for TLS), whose RSA private-key
+//! operations are blinded and constant-time and about 5x faster than the `rsa` crate's
+//! (BENCHMARKS.md). rsa 0.9's own unblinded path leaks timing (RUSTSEC-2023-0071, "Marvin").
+//! The simulator uses the same two types the other way round.
 
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    KeyPair as _, RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, RSA_PKCS1_SHA256, RsaKeyPair,
+    UnparsedPublicKey,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
+use rsa::pkcs1::{
+    DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey,
+};
 use rsa::pkcs8::der::{Document, SecretDocument};
 use rsa::pkcs8::{PrivateKeyInfo, SubjectPublicKeyInfoRef};
-use rsa::rand_core::OsRng;
 use rsa::traits::PublicKeyParts;
-use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
-use sha2::{Digest, Sha256};
+use rsa::{RsaPrivateKey, RsaPublicKey};
 
 /// The smallest modulus accepted for the merchant key.
 pub const MIN_BITS: usize = 2048;
 
 /// An RSA private key that signs. Its `Debug` shows the size only: `RsaPrivateKey`'s own
 /// `Debug` would print the private exponent and primes.
-#[derive(Clone, PartialEq)]
-pub struct SigningKey(Arc<RsaPrivateKey>);
+#[derive(Clone)]
+pub struct SigningKey(Arc<RsaPrivateKey>, Arc<RsaKeyPair>);
 
-/// An RSA public key that verifies.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VerifyingKey(Arc<RsaPublicKey>);
+/// Keys are equal when their RSA numbers are (a reload compares configurations).
+impl PartialEq for SigningKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// An RSA public key that verifies: the key, and its PKCS#1 DER for AWS-LC.
+#[derive(Clone)]
+pub struct VerifyingKey(Arc<RsaPublicKey>, Arc<[u8]>);
+
+impl PartialEq for VerifyingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for VerifyingKey {}
+
+impl VerifyingKey {
+    fn new(key: RsaPublicKey) -> Result<VerifyingKey, String> {
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|e| format!("cannot encode the RSA public key: {e}"))?;
+        Ok(VerifyingKey(Arc::new(key), der.as_bytes().into()))
+    }
+}
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,14 +118,18 @@ impl SigningKey {
         };
         key.validate()
             .map_err(|e| format!("the RSA private key is inconsistent: {e}"))?;
-        let key = SigningKey(Arc::new(key));
-        if key.bits() < MIN_BITS {
+        let bits = key.size() * 8;
+        if bits < MIN_BITS {
             return Err(format!(
-                "the RSA key has {} bits; at least {MIN_BITS} are required",
-                key.bits()
+                "the RSA key has {bits} bits; at least {MIN_BITS} are required"
             ));
         }
-        Ok(key)
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|e| format!("cannot encode the RSA private key: {e}"))?;
+        let pair = RsaKeyPair::from_der(der.as_bytes())
+            .map_err(|e| format!("the RSA private key is not usable for signing: {e}"))?;
+        Ok(SigningKey(Arc::new(key), Arc::new(pair)))
     }
 
     pub fn bits(&self) -> usize {
@@ -104,15 +138,23 @@ impl SigningKey {
 
     /// The matching public key.
     pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey(Arc::new(self.0.to_public_key()))
+        VerifyingKey(
+            Arc::new(self.0.to_public_key()),
+            self.1.public_key().as_ref().into(),
+        )
     }
 
     /// The base64 SHA256withRSA signature of `bytes`, computed with blinding.
-    pub fn sign(&self, bytes: &[u8]) -> Result<String, rsa::Error> {
-        let digest = Sha256::digest(bytes);
-        let signature = self
-            .0
-            .sign_with_rng(&mut OsRng, Pkcs1v15Sign::new::<Sha256>(), &digest)?;
+    pub fn sign(&self, bytes: &[u8]) -> Result<String, SignError> {
+        let mut signature = vec![0; self.1.public_modulus_len()];
+        self.1
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                bytes,
+                &mut signature,
+            )
+            .map_err(|_| SignError)?;
         Ok(STANDARD.encode(signature))
     }
 }
@@ -145,7 +187,7 @@ impl VerifyingKey {
             })?;
             spki_key(&der)?
         };
-        Ok(VerifyingKey(Arc::new(key)))
+        VerifyingKey::new(key)
     }
 
     /// Whether `signature` (base64) is a valid SHA256withRSA signature of `bytes`.
@@ -154,12 +196,18 @@ impl VerifyingKey {
         let Ok(signature) = STANDARD.decode(compact) else {
             return false;
         };
-        let digest = Sha256::digest(bytes);
-        self.0
-            .verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &signature)
+        // PayBy chooses its key size; 1024 bits and up verify, as they did before.
+        UnparsedPublicKey::new(&RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, &*self.1)
+            .verify(bytes, &signature)
             .is_ok()
     }
 }
+
+/// Signing failed inside AWS-LC (it does not say why; with a key that loaded, it does not
+/// happen in practice).
+#[derive(Debug, thiserror::Error)]
+#[error("RSA signing failed")]
+pub struct SignError;
 
 fn spki_key(der: &[u8]) -> Result<RsaPublicKey, String> {
     let info = SubjectPublicKeyInfoRef::try_from(der)

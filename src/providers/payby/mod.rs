@@ -399,8 +399,8 @@ fn signature_error(code: &str, message: &str) -> ProviderError {
 }
 
 /// Checks the answer's signature, then reads it: the balances it lists (currency, amount),
-/// or the error it reports.
-fn interpret(
+/// or the error it reports. Public for `benches/parse.rs`.
+pub fn interpret(
     response: &Response,
     payby_key: &VerifyingKey,
 ) -> Result<Vec<(String, Decimal)>, ProviderError> {

@@ -624,8 +624,8 @@ struct PageBody<'a> {
     data: Vec<Entry<'a>>,
 }
 
-/// One page of the list: its balances and the number of pages.
-fn parse_page(response: &Response) -> Result<(Snapshot, u64), ProviderError> {
+/// One page of the list: its balances and the number of pages. Public for `benches/parse.rs`.
+pub fn parse_page(response: &Response) -> Result<(Snapshot, u64), ProviderError> {
     let body: PageBody = response.json()?;
     let mut snapshot = Snapshot::default();
     for entry in &body.data {
