@@ -74,7 +74,7 @@ impl Scheduler {
             let mut tick = tokio::time::interval(RENDER_TICK);
             loop {
                 tick.tick().await;
-                metrics.publish();
+                metrics.publish_async().await;
             }
         }));
         Ok(())
@@ -191,7 +191,7 @@ impl AccountPoller {
                 "poll failed"
             ),
         }
-        self.metrics.record_poll(name, &outcome, duration);
+        self.metrics.record_poll(name, &outcome, duration).await;
         let outcome = outcome.map(|_| ());
         let _ = self.events.send(PollEvent {
             account: name.to_owned(),

@@ -7,6 +7,7 @@ mod render;
 mod telemetry;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -100,6 +101,13 @@ pub struct Metrics {
     body: RwLock<Bytes>,
     /// Held while rendering, so that an older state never overwrites a newer body.
     gauges: Mutex<render::StateGauges>,
+    /// Changes published so far, and how many of them the body shows: a render covers every
+    /// change made before it began, so callers that waited for it need not render again.
+    changes: AtomicU64,
+    rendered: AtomicU64,
+    /// Pollers take turns here (asynchronously) to have their change rendered, so that they
+    /// wait without holding a runtime thread.
+    render_turn: tokio::sync::Mutex<()>,
     accounts: Mutex<BTreeMap<String, Arc<AccountTelemetry>>>,
 }
 
@@ -113,6 +121,9 @@ impl Metrics {
             }),
             body: RwLock::new(Bytes::new()),
             gauges: Mutex::new(render::StateGauges::new()),
+            changes: AtomicU64::new(0),
+            rendered: AtomicU64::new(0),
+            render_turn: tokio::sync::Mutex::new(()),
             accounts: Mutex::new(BTreeMap::new()),
         })
     }
@@ -178,8 +189,8 @@ impl Metrics {
     }
 
     /// Records the outcome of one poll and re-renders.
-    pub fn record_poll(
-        &self,
+    pub async fn record_poll(
+        self: &Arc<Self>,
         account: &str,
         outcome: &Result<Snapshot, ProviderError>,
         duration: Duration,
@@ -213,18 +224,45 @@ impl Metrics {
                 }
             }
         }
-        self.publish();
+        self.publish_async().await;
     }
 
-    /// Renders the state into the exposition body served on `/metrics`.
+    /// Renders the state into the exposition body served on `/metrics`; on return the body
+    /// shows every change made before the call.
     pub fn publish(&self) {
+        self.render_covering(self.changes.fetch_add(1, Ordering::SeqCst) + 1);
+    }
+
+    /// [`Metrics::publish`] for async callers: the render runs off the runtime's threads,
+    /// and callers whose change a render already covers do not render again. With many
+    /// accounts polls finish faster than one render takes: one render serves a batch of
+    /// them, not one render each.
+    pub async fn publish_async(self: &Arc<Self>) {
+        let change = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.render_turn.lock().await;
+        if self.rendered.load(Ordering::SeqCst) >= change {
+            return;
+        }
+        let this = self.clone();
+        // A render does not panic (its errors are logged); if it did, the next one serves.
+        let _ = tokio::task::spawn_blocking(move || this.render_covering(change)).await;
+    }
+
+    /// Renders unless the body already shows change number `change`.
+    fn render_covering(&self, change: u64) {
         let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        if self.rendered.load(Ordering::SeqCst) >= change {
+            return;
+        }
+        // Every change counted up to here is already in the state cloned next.
+        let covered = self.changes.load(Ordering::SeqCst);
         let state = self.state().clone();
         match gauges.render(&state, &self.telemetry, Instant::now()) {
             Ok(body) => *self.body.write().unwrap_or_else(|e| e.into_inner()) = Bytes::from(body),
             // Keep serving the previous body; this would be a bug in the rendering.
             Err(e) => tracing::error!(error = %e, "cannot render /metrics"),
         }
+        self.rendered.store(covered, Ordering::SeqCst);
     }
 
     /// The last rendered exposition body.
