@@ -59,7 +59,7 @@ pub struct SimAccount {
     /// List every held currency on every call, not only the one asked for.
     pub list_all: bool,
     pub signing: Signing,
-    /// Answers signed otherwise than `signing` says, request by request.
+    /// Balance answers signed otherwise than `signing` says, request by request.
     pub signing_faults: FaultPlan<Signing>,
     pub faults: FaultPlan,
 }
@@ -161,7 +161,7 @@ impl PayBySim {
         }
     }
 
-    fn balances(&self, account: &SimAccount, currency: &str) -> SimResponse {
+    fn balances(&self, account: &SimAccount, currency: &str, signing: Signing) -> SimResponse {
         let entries: Vec<String> = account
             .balances
             .iter()
@@ -179,7 +179,7 @@ impl PayBySim {
             account.member_id,
             self.head("SUCCESS", "SUCCESS")
         );
-        self.signed(account.signing, 200, body)
+        self.signed(signing, 200, body)
     }
 }
 
@@ -223,10 +223,7 @@ impl PayBySim {
         let Some(account) = lock(&self.accounts).get(&partner).cloned() else {
             return self.error(Signing::Valid, 200, "FAIL", "UNAUTHORIZED");
         };
-        let signing = lock(&self.accounts)
-            .get_mut(&partner)
-            .and_then(|a| a.signing_faults.take())
-            .unwrap_or(account.signing);
+        let signing = account.signing;
         let signed_by_merchant = request
             .header("sign")
             .is_some_and(|sign| account.merchant_key.verify(&request.body, sign));
@@ -268,7 +265,11 @@ impl PayBySim {
             .get(&partner)
             .cloned()
             .unwrap_or(account);
-        self.balances(&account, &currency)
+        let signing = lock(&self.accounts)
+            .get_mut(&partner)
+            .and_then(|a| a.signing_faults.take())
+            .unwrap_or(signing);
+        self.balances(&account, &currency, signing)
     }
 }
 
