@@ -374,6 +374,15 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it has not exited, or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Stops the process and returns its whole log.
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
@@ -450,6 +459,10 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         self.process.log_text()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
     }
 
     /// Stops the daemon and returns its whole log.
