@@ -4,15 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderMap, HeaderValue, VARY};
 use hyper::{Method, Request, Response};
 use tokio::net::TcpListener;
 
 use crate::scheduler::Scheduler;
-use crate::serve::{Handler, response};
+use crate::serve::{Body, Handler, response};
 use crate::status_page;
 
 pub const DEFAULT_PORT: u16 = 9863;
@@ -64,7 +62,7 @@ pub fn handler(web: Arc<Web>) -> Handler {
     })
 }
 
-async fn route(web: &Web, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(web: &Web, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     let method = request.method();
     let reading = method == Method::GET || method == Method::HEAD;

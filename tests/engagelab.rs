@@ -419,7 +419,9 @@ async fn malformed_json_is_a_decode_error() {
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
     let (sim, server) = simulator(Product::Sms, &[("key", "secret", "7", "0")]).await;
-    sim.update("key", |a| a.faults.always(Fault::Oversized));
+    sim.update("key", |a| {
+        a.faults.always(Fault::Oversized(2 * 1024 * 1024))
+    });
     let yaml = config(
         SLOW_POLLS,
         &[account("huge", "sms", &server.base_url(), "key", "secret")],

@@ -7,19 +7,25 @@
 //! handler lives beside its client, in `providers/<name>/sim.rs`.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures_util::stream;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::header::HeaderMap;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use rust_decimal::Decimal;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::serve::{Handler, accept_loop_tls};
+use crate::serve::{Body, Handler, accept_loop_tls};
 
 /// A request as the simulator received it.
 #[derive(Clone)]
@@ -51,6 +57,19 @@ pub struct SimResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    pub delivery: Delivery,
+}
+
+/// How a body goes onto the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// At once, with its `Content-Length`.
+    #[default]
+    Whole,
+    /// Chunked, with no `Content-Length`: the reader learns the size only by reading.
+    Chunked,
+    /// One byte, then a pause of this long, and so on.
+    Paced(Duration),
 }
 
 impl SimResponse {
@@ -59,6 +78,7 @@ impl SimResponse {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.into(),
+            delivery: Delivery::Whole,
         }
     }
 
@@ -124,7 +144,8 @@ impl SimServer {
                     };
                     lock(&log).push(request.clone());
                     let answer = handler.handle(&request).await;
-                    let mut response = hyper::Response::new(Full::new(answer.body));
+                    let mut response =
+                        hyper::Response::new(wire_body(answer.body, answer.delivery));
                     *response.status_mut() = hyper::StatusCode::from_u16(answer.status)
                         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
                     for (name, value) in answer.headers {
@@ -180,6 +201,38 @@ impl Drop for SimServer {
     }
 }
 
+const CHUNK: usize = 64 * 1024;
+
+fn wire_body(bytes: Bytes, delivery: Delivery) -> Body {
+    match delivery {
+        Delivery::Whole => Full::new(bytes).boxed(),
+        Delivery::Chunked => {
+            let chunks: Vec<Bytes> = (0..bytes.len())
+                .step_by(CHUNK)
+                .map(|at| bytes.slice(at..(at + CHUNK).min(bytes.len())))
+                .collect();
+            let frames = chunks.into_iter().map(|c| Ok(Frame::data(c)));
+            StreamBody::new(stream::iter(frames)).boxed()
+        }
+        Delivery::Paced(pause) => {
+            let frames = stream::unfold(0, move |at| {
+                let bytes = bytes.clone();
+                async move {
+                    if at >= bytes.len() {
+                        return None;
+                    }
+                    if at > 0 {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let frame: Result<_, Infallible> = Ok(Frame::data(bytes.slice(at..at + 1)));
+                    Some((frame, at + 1))
+                }
+            });
+            StreamBody::new(frames).boxed()
+        }
+    }
+}
+
 /// Locks simulator state; a panic in a handler (a test assertion) must not wedge the rest.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -232,8 +285,15 @@ pub enum Fault {
     Hang,
     /// A success status with a truncated JSON body.
     Malformed,
-    /// A success status with a body over the exporter's 1 MiB cap.
-    Oversized,
+    /// A success status with random bytes for a body: not JSON, not even UTF-8.
+    Garbage,
+    /// A success status with a body of this many bytes, sent chunked without a
+    /// `Content-Length`, so that only reading it tells how big it is.
+    Oversized(usize),
+    /// A success status with a body that trickles in, one byte per this long.
+    SlowBody(Duration),
+    /// 429 with `Retry-After` in seconds, as a gateway in front of the provider sends it.
+    TooManyRequests { retry_after_seconds: u64 },
     /// Any status and body, as a proxy in front of the provider might send.
     Raw { status: u16, body: String },
 }
@@ -252,31 +312,96 @@ impl Fault {
             status: Some(status),
         }
     }
+
+    /// A load balancer's HTML error page with `status` (502, 503, 504...).
+    pub fn gateway_error(status: u16) -> Fault {
+        Fault::Raw {
+            status,
+            body: format!(
+                "<html><head><title>{status}</title></head><body><h1>{status}</h1><hr>gateway</body></html>"
+            ),
+        }
+    }
 }
 
-/// Which requests of an account get which fault.
-#[derive(Debug, Clone, Default)]
-pub struct FaultPlan {
-    queue: VecDeque<Fault>,
-    always: Option<Fault>,
-    every: Option<(u64, Fault)>,
+/// Which requests of an account get which fault: queued ones first, then the one for every
+/// request, then every `n`th, then faults mixed in at random at given rates. Provider-specific
+/// misbehaviour (a bad signature, a revoked token) uses the same plan with its own `F`.
+#[derive(Debug, Clone)]
+pub struct FaultPlan<F = Fault> {
+    queue: VecDeque<F>,
+    always: Option<F>,
+    every: Option<(u64, F)>,
+    mixed: Vec<Mixed<F>>,
+    /// The mixed fault being repeated and how many more requests it gets.
+    burst: Option<(usize, usize)>,
+    rng: Option<SmallRng>,
     requests: u64,
 }
 
-impl FaultPlan {
+#[derive(Debug, Clone)]
+struct Mixed<F> {
+    rate: f64,
+    fault: F,
+    run: usize,
+    injected: u64,
+}
+
+impl<F> Default for FaultPlan<F> {
+    fn default() -> Self {
+        FaultPlan {
+            queue: VecDeque::new(),
+            always: None,
+            every: None,
+            mixed: Vec::new(),
+            burst: None,
+            rng: None,
+            requests: 0,
+        }
+    }
+}
+
+impl<F: Clone> FaultPlan<F> {
     /// The next `n` requests get `fault` (after any already queued).
-    pub fn next(&mut self, fault: Fault, n: usize) {
+    pub fn next(&mut self, fault: F, n: usize) {
         self.queue.extend(std::iter::repeat_n(fault, n));
     }
 
     /// Every request gets `fault` until cleared.
-    pub fn always(&mut self, fault: Fault) {
+    pub fn always(&mut self, fault: F) {
         self.always = Some(fault);
     }
 
     /// Every `n`th request gets `fault`.
-    pub fn every(&mut self, n: u64, fault: Fault) {
+    pub fn every(&mut self, n: u64, fault: F) {
         self.every = Some((n.max(1), fault));
+    }
+
+    /// A share `rate` (0 to 1) of requests get `fault`, each request drawn at random. The
+    /// rates of all mixed faults add up to at most 1.
+    pub fn mix(&mut self, rate: f64, fault: F) {
+        self.burst(rate, fault, 1);
+    }
+
+    /// Runs of `run` requests in a row get `fault`; a run starts at a share `rate` of the
+    /// requests outside runs.
+    pub fn burst(&mut self, rate: f64, fault: F, run: usize) {
+        self.mixed.push(Mixed {
+            rate: rate.clamp(0.0, 1.0),
+            fault,
+            run: run.max(1),
+            injected: 0,
+        });
+    }
+
+    /// Makes the random draws of [`FaultPlan::mix`] and [`FaultPlan::burst`] repeatable.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = Some(SmallRng::seed_from_u64(seed));
+    }
+
+    /// Each mixed fault, in the order added, with how many requests it has hit.
+    pub fn injected(&self) -> impl Iterator<Item = (&F, u64)> {
+        self.mixed.iter().map(|m| (&m.fault, m.injected))
     }
 
     pub fn clear(&mut self) {
@@ -287,7 +412,7 @@ impl FaultPlan {
     }
 
     /// The fault for the request being served, if any.
-    pub fn take(&mut self) -> Option<Fault> {
+    pub fn take(&mut self) -> Option<F> {
         self.requests += 1;
         if let Some(fault) = self.queue.pop_front() {
             return Some(fault);
@@ -296,15 +421,45 @@ impl FaultPlan {
             return Some(fault.clone());
         }
         match &self.every {
-            Some((n, fault)) if self.requests.is_multiple_of(*n) => Some(fault.clone()),
-            _ => None,
+            Some((n, fault)) if self.requests.is_multiple_of(*n) => return Some(fault.clone()),
+            _ => {}
         }
+        self.take_mixed()
+    }
+
+    fn take_mixed(&mut self) -> Option<F> {
+        let index = match self.burst {
+            Some((index, left)) => {
+                self.burst = (left > 1).then_some((index, left - 1));
+                index
+            }
+            None => {
+                if self.mixed.is_empty() {
+                    return None;
+                }
+                let rng = self
+                    .rng
+                    .get_or_insert_with(|| SmallRng::seed_from_u64(rand::random()));
+                let mut draw: f64 = rng.random();
+                let index = self.mixed.iter().position(|m| {
+                    let hit = draw < m.rate;
+                    draw -= m.rate;
+                    hit
+                })?;
+                let run = self.mixed[index].run;
+                self.burst = (run > 1).then_some((index, run - 1));
+                index
+            }
+        };
+        let mixed = &mut self.mixed[index];
+        mixed.injected += 1;
+        Some(mixed.fault.clone())
     }
 }
 
 /// Applies a provider-neutral fault: waits for `Latency` (then `None`: answer normally), never
-/// returns for `Hang`, answers `Malformed`, `Oversized` and `Raw`. `Code` is the provider's to
-/// answer and gives `None`.
+/// returns for `Hang`, answers the others except `Code`, which is the provider's to answer
+/// and gives `None`.
 pub async fn neutral_fault(fault: &Fault) -> Option<SimResponse> {
     match fault {
         Fault::Latency(delay) => {
@@ -313,17 +468,40 @@ pub async fn neutral_fault(fault: &Fault) -> Option<SimResponse> {
         }
         Fault::Hang => std::future::pending().await,
         Fault::Malformed => Some(SimResponse::json(200, r#"{"balance": 12.5, "curr"#)),
-        Fault::Oversized => {
-            let mut body = String::with_capacity(2 * 1024 * 1024 + 32);
-            body.push_str(r#"{"padding":""#);
-            body.extend(std::iter::repeat_n('x', 2 * 1024 * 1024));
-            body.push_str(r#""}"#);
-            Some(SimResponse::json(200, body))
+        Fault::Garbage => {
+            let mut bytes = vec![0u8; 512];
+            rand::rng().fill(&mut bytes[..]);
+            // 0xff starts no JSON value and no UTF-8 sequence.
+            bytes[0] = 0xff;
+            Some(SimResponse::json(200, bytes))
         }
+        Fault::Oversized(size) => {
+            let (open, close) = (r#"{"padding":""#, r#""}"#);
+            let mut body = Vec::with_capacity((*size).max(open.len() + close.len()));
+            body.extend_from_slice(open.as_bytes());
+            body.resize(size.saturating_sub(close.len()).max(open.len()), b'x');
+            body.extend_from_slice(close.as_bytes());
+            Some(SimResponse {
+                delivery: Delivery::Chunked,
+                ..SimResponse::json(200, body)
+            })
+        }
+        Fault::SlowBody(pause) => Some(SimResponse {
+            delivery: Delivery::Paced(*pause),
+            ..SimResponse::json(200, r#"{"balance":"12.50","currency":"USD"}"#)
+        }),
+        Fault::TooManyRequests {
+            retry_after_seconds,
+        } => Some(
+            SimResponse {
+                headers: vec![("content-type".into(), "text/plain".into())],
+                ..SimResponse::json(429, "Too Many Requests\n")
+            }
+            .with_header("retry-after", retry_after_seconds.to_string()),
+        ),
         Fault::Raw { status, body } => Some(SimResponse {
-            status: *status,
             headers: vec![("content-type".into(), "text/html".into())],
-            body: Bytes::from(body.clone()),
+            ..SimResponse::json(*status, body.clone())
         }),
         Fault::Code { .. } => None,
     }
@@ -339,18 +517,49 @@ pub enum TimeWindow {
     TooLate,
 }
 
-/// Checks a request timestamp in milliseconds since the epoch (PayBy's and Onerway's
-/// `requestTime`) against the simulator's wall clock and a window of `window` either side.
-pub fn time_window(request_time_ms: i64, window: Duration) -> TimeWindow {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let window_ms = window.as_millis() as i64;
-    match request_time_ms.saturating_sub(now_ms) {
-        d if d < -window_ms => TimeWindow::TooEarly,
-        d if d > window_ms => TimeWindow::TooLate,
-        _ => TimeWindow::Inside,
+/// A simulated provider's wall clock: the system's, or off by a set offset, as the clock of
+/// a provider whose time is wrong.
+#[derive(Debug, Default)]
+pub struct SimClock {
+    offset_ms: AtomicI64,
+}
+
+impl SimClock {
+    /// Puts this clock `seconds` ahead of the system's (behind if negative).
+    pub fn set_offset(&self, seconds: i64) {
+        self.offset_ms
+            .store(seconds.saturating_mul(1000), Ordering::Relaxed);
+    }
+
+    pub fn now(&self) -> SystemTime {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        let magnitude = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 {
+            SystemTime::now() + magnitude
+        } else {
+            SystemTime::now() - magnitude
+        }
+    }
+
+    /// The time as an HTTP `Date` header writes it.
+    pub fn http_date(&self) -> String {
+        httpdate::fmt_http_date(self.now())
+    }
+
+    /// Checks a request timestamp in milliseconds since the epoch (PayBy's and Onerway's
+    /// `requestTime`) against this clock and a window of `window` either side.
+    pub fn time_window(&self, request_time_ms: i64, window: Duration) -> TimeWindow {
+        let now_ms = self
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let window_ms = window.as_millis() as i64;
+        match request_time_ms.saturating_sub(now_ms) {
+            d if d < -window_ms => TimeWindow::TooEarly,
+            d if d > window_ms => TimeWindow::TooLate,
+            _ => TimeWindow::Inside,
+        }
     }
 }
 
@@ -373,10 +582,151 @@ mod tests {
         assert_eq!(plan.take(), Some(Fault::Hang));
         assert_eq!(plan.take(), None);
         assert_eq!(plan.take(), Some(Fault::Malformed));
-        plan.always(Fault::Oversized);
-        assert_eq!(plan.take(), Some(Fault::Oversized));
+        plan.always(Fault::Oversized(10));
+        assert_eq!(plan.take(), Some(Fault::Oversized(10)));
         plan.clear();
         assert_eq!(plan.take(), None);
+    }
+
+    /// A count of `n` draws at probability `p` is within five standard deviations.
+    fn assert_binomial(count: u64, n: u64, p: f64) {
+        let mean = n as f64 * p;
+        let sd = (mean * (1.0 - p)).sqrt();
+        assert!(
+            (count as f64 - mean).abs() < 5.0 * sd,
+            "{count} hits of {n} at rate {p}: expected {mean:.0} +- {:.0}",
+            5.0 * sd
+        );
+    }
+
+    #[test]
+    fn mixed_faults_come_at_their_rates() {
+        let mut plan = FaultPlan::default();
+        plan.seed(7);
+        plan.mix(0.02, Fault::Hang);
+        plan.mix(0.05, Fault::Latency(Duration::from_secs(1)));
+        plan.mix(0.10, Fault::Garbage);
+        let n = 200_000;
+        let taken: Vec<Option<Fault>> = (0..n).map(|_| plan.take()).collect();
+        let count = |f: &Fault| taken.iter().filter(|t| t.as_ref() == Some(f)).count() as u64;
+        for (fault, rate) in [
+            (Fault::Hang, 0.02),
+            (Fault::Latency(Duration::from_secs(1)), 0.05),
+            (Fault::Garbage, 0.10),
+        ] {
+            assert_binomial(count(&fault), n, rate);
+        }
+        let injected: Vec<u64> = plan.injected().map(|(_, n)| n).collect();
+        assert_eq!(
+            injected,
+            [
+                count(&Fault::Hang),
+                count(&Fault::Latency(Duration::from_secs(1))),
+                count(&Fault::Garbage)
+            ]
+        );
+        let clean = taken.iter().filter(|t| t.is_none()).count() as u64;
+        assert_binomial(clean, n, 0.83);
+    }
+
+    #[test]
+    fn bursts_come_in_runs() {
+        let mut plan = FaultPlan::default();
+        plan.seed(11);
+        plan.burst(0.01, Fault::gateway_error(502), 4);
+        let taken: Vec<bool> = (0..100_000).map(|_| plan.take().is_some()).collect();
+        let runs: Vec<usize> = taken
+            .split(|faulted| !faulted)
+            .map(<[bool]>::len)
+            .filter(|&len| len > 0)
+            .collect();
+        // A new run may start right after one ends, so runs that touch merge.
+        assert!(runs.iter().all(|len| len % 4 == 0), "{runs:?}");
+        let faulted: usize = runs.iter().sum();
+        let starts = (faulted / 4) as u64;
+        let outside = (taken.len() - faulted + starts as usize) as u64;
+        assert_binomial(starts, outside, 0.01);
+        assert_eq!(plan.injected().map(|(_, n)| n).sum::<u64>(), faulted as u64);
+    }
+
+    #[test]
+    fn explicit_faults_come_before_mixed_ones_and_clear_ends_both() {
+        let mut plan = FaultPlan::default();
+        plan.mix(1.0, Fault::Garbage);
+        plan.next(Fault::Hang, 2);
+        assert_eq!(plan.take(), Some(Fault::Hang));
+        assert_eq!(plan.take(), Some(Fault::Hang));
+        assert_eq!(plan.take(), Some(Fault::Garbage));
+        plan.burst(0.0, Fault::Malformed, 3);
+        plan.clear();
+        assert!((0..100).all(|_| plan.take().is_none()));
+        assert_eq!(plan.injected().count(), 0);
+    }
+
+    #[test]
+    fn a_plan_of_provider_faults() {
+        #[derive(Debug, Clone, PartialEq)]
+        struct Revoke;
+        let mut plan: FaultPlan<Revoke> = FaultPlan::default();
+        plan.every(2, Revoke);
+        assert_eq!(plan.take(), None);
+        assert_eq!(plan.take(), Some(Revoke));
+    }
+
+    #[test]
+    fn a_skewed_clock_moves_its_window_and_its_date() {
+        let clock = SimClock::default();
+        clock.set_offset(-3600);
+        let now = crate::clock::Clock::system().now_millis() as i64;
+        let window = Duration::from_secs(600);
+        assert_eq!(clock.time_window(now, window), TimeWindow::TooLate);
+        let date = httpdate::parse_http_date(&clock.http_date()).unwrap();
+        let behind = SystemTime::now().duration_since(date).unwrap();
+        assert!((3598..=3602).contains(&behind.as_secs()), "{behind:?}");
+    }
+
+    struct Answer(SimResponse);
+
+    #[async_trait::async_trait]
+    impl SimHandler for Answer {
+        async fn handle(&self, _: &SimRequest) -> SimResponse {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_comes_chunked_without_a_length() {
+        let fault = Fault::Oversized(3 * 1024 * 1024 + 5);
+        let answer = neutral_fault(&fault).await.unwrap();
+        let server = SimServer::start(Arc::new(Answer(answer))).await.unwrap();
+        let response = reqwest::get(server.base_url()).await.unwrap();
+        assert_eq!(response.content_length(), None);
+        assert_eq!(
+            response.headers()["transfer-encoding"].to_str().unwrap(),
+            "chunked"
+        );
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), 3 * 1024 * 1024 + 5);
+        assert!(body.starts_with(br#"{"padding":"xxx"#) && body.ends_with(br#"xx"}"#));
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_trickles_a_byte_per_pause() {
+        let pause = Duration::from_millis(40);
+        let answer = neutral_fault(&Fault::SlowBody(pause)).await.unwrap();
+        let len = answer.body.len();
+        let server = SimServer::start(Arc::new(Answer(answer))).await.unwrap();
+        let started = Instant::now();
+        let mut response = reqwest::get(server.base_url()).await.unwrap();
+        let mut first = None;
+        let mut received = 0;
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            first.get_or_insert(chunk.len());
+            received += chunk.len();
+        }
+        assert_eq!((first, received), (Some(1), len));
+        // The pauses between the bytes are sleeps in the server: a lower bound, never flaky.
+        assert!(started.elapsed() >= pause * (len as u32 - 1));
     }
 
     #[test]
@@ -384,6 +734,8 @@ mod tests {
         let now = crate::clock::Clock::system().now_millis() as i64;
         let window = Duration::from_secs(15 * 60);
         let minute = 60_000;
+        let clock = SimClock::default();
+        let time_window = |at, window| clock.time_window(at, window);
         assert_eq!(time_window(now, window), TimeWindow::Inside);
         assert_eq!(time_window(now - 14 * minute, window), TimeWindow::Inside);
         assert_eq!(time_window(now + 14 * minute, window), TimeWindow::Inside);

@@ -403,6 +403,15 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it has not exited, or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends signal `name` (`TERM`, `HUP`...) to the process.
     pub fn signal(&self, name: &str) {
         // The shell's own kill: no procps needed.
@@ -508,6 +517,10 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         self.process.log_text()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
     }
 
     /// Sends signal `name` (`TERM`, `HUP`...) to the daemon.

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::code_name;
 use crate::sim::{
-    DemoPart, Fault, FaultPlan, Ledger, SimHandler, SimRequest, SimResponse, SimServer, TimeWindow,
-    lock, neutral_fault, time_window,
+    DemoPart, Fault, FaultPlan, Ledger, SimClock, SimHandler, SimRequest, SimResponse, SimServer,
+    TimeWindow, lock, neutral_fault,
 };
 
 /// How far `requestTime` may be from Onerway's clock.
@@ -106,6 +106,7 @@ pub struct OnerwaySim {
     overview_path: String,
     accounts: Mutex<HashMap<String, SimAccount>>,
     request_ids: Mutex<HashSet<String>>,
+    clock: SimClock,
 }
 
 impl OnerwaySim {
@@ -115,7 +116,14 @@ impl OnerwaySim {
             overview_path: overview_path.to_owned(),
             accounts: Mutex::new(HashMap::new()),
             request_ids: Mutex::new(HashSet::new()),
+            clock: SimClock::default(),
         })
+    }
+
+    /// Puts Onerway's clock `seconds` ahead of the real one (behind if negative): its `Date`
+    /// header and its `requestTime` window move with it.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.clock.set_offset(seconds);
     }
 
     pub fn add_account(&self, apikey: &str, account: SimAccount) {
@@ -227,6 +235,14 @@ impl OnerwaySim {
 #[async_trait::async_trait]
 impl SimHandler for OnerwaySim {
     async fn handle(&self, request: &SimRequest) -> SimResponse {
+        self.answer(request)
+            .await
+            .with_header("date", self.clock.http_date())
+    }
+}
+
+impl OnerwaySim {
+    async fn answer(&self, request: &SimRequest) -> SimResponse {
         let known_path = request.path == self.balance_path || request.path == self.overview_path;
         if !known_path || request.method != "POST" {
             return SimResponse::json(404, r#"{"status":404,"error":"Not Found"}"#);
@@ -243,7 +259,7 @@ impl SimHandler for OnerwaySim {
         if !lock(&self.request_ids).insert(asked.request_id.clone()) {
             return reply(Err("40006"));
         }
-        if time_window(asked.request_time, TIME_WINDOW) != TimeWindow::Inside {
+        if self.clock.time_window(asked.request_time, TIME_WINDOW) != TimeWindow::Inside {
             return reply(Err("40002"));
         }
         let fault = lock(&self.accounts)

@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::keys::{SigningKey, VerifyingKey};
 use super::{BALANCE_PATH, is_generic_gateway_code, wire_code};
 use crate::sim::{
-    DemoPart, Fault, FaultPlan, Ledger, SimHandler, SimRequest, SimResponse, SimServer, TimeWindow,
-    lock, neutral_fault, time_window,
+    DemoPart, Fault, FaultPlan, Ledger, SimClock, SimHandler, SimRequest, SimResponse, SimServer,
+    TimeWindow, lock, neutral_fault,
 };
 
 /// How far `requestTime` may be from PayBy's clock.
@@ -59,6 +59,8 @@ pub struct SimAccount {
     /// List every held currency on every call, not only the one asked for.
     pub list_all: bool,
     pub signing: Signing,
+    /// Balance answers signed otherwise than `signing` says, request by request.
+    pub signing_faults: FaultPlan<Signing>,
     pub faults: FaultPlan,
 }
 
@@ -73,6 +75,7 @@ impl SimAccount {
                 .collect(),
             list_all: false,
             signing: Signing::Valid,
+            signing_faults: FaultPlan::default(),
             faults: FaultPlan::default(),
         }
     }
@@ -83,6 +86,7 @@ pub struct PayBySim {
     key: SigningKey,
     accounts: Mutex<HashMap<String, SimAccount>>,
     trace: AtomicU64,
+    clock: SimClock,
 }
 
 impl PayBySim {
@@ -92,7 +96,14 @@ impl PayBySim {
             key,
             accounts: Mutex::new(HashMap::new()),
             trace: AtomicU64::new(375_000),
+            clock: SimClock::default(),
         })
+    }
+
+    /// Puts PayBy's clock `seconds` ahead of the real one (behind if negative): its `Date`
+    /// header and its `requestTime` window move with it.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.clock.set_offset(seconds);
     }
 
     pub fn add_account(&self, partner_id: &str, account: SimAccount) {
@@ -150,7 +161,7 @@ impl PayBySim {
         }
     }
 
-    fn balances(&self, account: &SimAccount, currency: &str) -> SimResponse {
+    fn balances(&self, account: &SimAccount, currency: &str, signing: Signing) -> SimResponse {
         let entries: Vec<String> = account
             .balances
             .iter()
@@ -168,7 +179,7 @@ impl PayBySim {
             account.member_id,
             self.head("SUCCESS", "SUCCESS")
         );
-        self.signed(account.signing, 200, body)
+        self.signed(signing, 200, body)
     }
 }
 
@@ -192,6 +203,14 @@ fn parse_request(body: &[u8]) -> Option<(String, i64)> {
 #[async_trait::async_trait]
 impl SimHandler for PayBySim {
     async fn handle(&self, request: &SimRequest) -> SimResponse {
+        self.answer(request)
+            .await
+            .with_header("date", self.clock.http_date())
+    }
+}
+
+impl PayBySim {
+    async fn answer(&self, request: &SimRequest) -> SimResponse {
         if request.path != BALANCE_PATH || request.method != "POST" {
             // The gateway's own answer: generic, unsigned.
             let body = format!(
@@ -218,7 +237,7 @@ impl SimHandler for PayBySim {
         let Some((currency, request_time)) = parse_request(&request.body).filter(|_| json) else {
             return self.error(signing, 200, "FAIL", "INVALID_PARAMETER");
         };
-        match time_window(request_time, TIME_WINDOW) {
+        match self.clock.time_window(request_time, TIME_WINDOW) {
             TimeWindow::Inside => {}
             TimeWindow::TooEarly => {
                 return self.error(signing, 200, "FAIL", "REQUESTTIME_TOO_EARLY");
@@ -246,7 +265,11 @@ impl SimHandler for PayBySim {
             .get(&partner)
             .cloned()
             .unwrap_or(account);
-        self.balances(&account, &currency)
+        let signing = lock(&self.accounts)
+            .get_mut(&partner)
+            .and_then(|a| a.signing_faults.take())
+            .unwrap_or(signing);
+        self.balances(&account, &currency, signing)
     }
 }
 

@@ -119,6 +119,10 @@ impl RateWindow {
     }
 }
 
+/// The provider revoking a client's active token (an operator did, or a security system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation;
+
 /// Where a request comes in: each has its own rate limit and faults.
 #[derive(Clone, Copy)]
 enum Door {
@@ -138,6 +142,9 @@ pub struct SimClient {
     pub faults: FaultPlan,
     /// Faults of the token endpoint (after the credentials check).
     pub token_faults: FaultPlan,
+    /// Balance calls whose token is revoked just as they arrive: they get a 401 and the
+    /// token stays dead.
+    pub revocations: FaultPlan<Revocation>,
     /// `Retry-After` sent with injected `too_many_requests` answers.
     pub retry_after: Option<String>,
     /// The active token and when it expires.
@@ -155,6 +162,7 @@ impl SimClient {
             sub_accounts: HashMap::new(),
             faults: FaultPlan::default(),
             token_faults: FaultPlan::default(),
+            revocations: FaultPlan::default(),
             retry_after: None,
             token: None,
             mints: 0,
@@ -359,14 +367,20 @@ impl UqPaySim {
             .iter()
             .find(|(_, c)| matches!(&c.token, Some((t, expires)) if t == token && now < *expires))
             .map(|(id, _)| id.clone())
-            .ok_or_else(|| {
-                standard(
-                    401,
-                    "unauthorized_error",
-                    "unauthorized",
-                    "the access token is expired or was replaced by a newer one",
-                )
-            })
+            .ok_or_else(token_refused)
+    }
+
+    /// Revokes the client's token if its revocation plan says so now.
+    fn revoke(&self, client_id: &str) -> bool {
+        let mut state = lock(&self.state);
+        let Some(client) = state.clients.get_mut(client_id) else {
+            return false;
+        };
+        let revoked = client.revocations.take().is_some();
+        if revoked {
+            client.token = None;
+        }
+        revoked
     }
 
     async fn balances(&self, request: &SimRequest) -> SimResponse {
@@ -382,6 +396,9 @@ impl UqPaySim {
             Ok(id) => id,
             Err(response) => return response,
         };
+        if self.revoke(&client_id) {
+            return token_refused();
+        }
         let idempotency_key = request.header("x-idempotency-key").map(str::to_owned);
         if let Some(key) = &idempotency_key {
             if !is_uuid_v4(key) {
@@ -516,6 +533,16 @@ fn standard(status: u16, kind: &str, code: &str, message: &str) -> SimResponse {
     SimResponse::json(
         status,
         format!(r#"{{"type":"{kind}","code":"{code}","message":"{message}"}}"#),
+    )
+}
+
+/// The answer to a token that is not (or no longer) the client's active one.
+fn token_refused() -> SimResponse {
+    standard(
+        401,
+        "unauthorized_error",
+        "unauthorized",
+        "the access token is expired or was replaced by a newer one",
     )
 }
 
@@ -740,6 +767,27 @@ mod tests {
     async fn list(sim: &UqPaySim, auth: &[(&str, &str)], query: &str) -> SimResponse {
         sim.handle(&request("GET", LIST_PATH, Some(query), auth))
             .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoked_token_stays_dead_until_a_new_one_is_minted() {
+        let sim = sim_with(1);
+        let q = "page_number=1&page_size=100";
+        let bearer = format!("Bearer {}", mint(&sim).await);
+        sim.update("c", |c| c.revocations.next(Revocation, 1));
+        for _ in 0..2 {
+            let r = list(&sim, &[("x-auth-token", &bearer)], q).await;
+            assert_eq!(
+                (r.status, body(&r)["code"].as_str()),
+                (401, Some("unauthorized"))
+            );
+        }
+        assert_eq!(sim.active_token("c"), None);
+        let bearer = format!("Bearer {}", mint(&sim).await);
+        assert_eq!(
+            list(&sim, &[("x-auth-token", &bearer)], q).await.status,
+            200
+        );
     }
 
     #[tokio::test(start_paused = true)]
