@@ -2,5 +2,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    balance_exporter::metrics::tune_allocator();
     balance_exporter::cli::main().await
 }
