@@ -129,6 +129,51 @@ impl ProviderConfig {
     }
 }
 
+/// The exporter's own error codes (the `code` label where the provider gave none). Their set
+/// is fixed, so they are never folded into `other` by the per-account cap on provider codes.
+pub mod codes {
+    pub const TIMEOUT: &str = "timeout";
+    pub const CONNECT: &str = "connect";
+    pub const TLS: &str = "tls";
+    pub const REQUEST: &str = "request";
+    pub const DECODE: &str = "decode";
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    pub const SIGN_FAILED: &str = "sign_failed";
+    pub const SIGNATURE_INVALID: &str = "signature_invalid";
+    pub const SIGNATURE_MISSING: &str = "signature_missing";
+    /// A 2xx answer with no balance in it ([`super::ProviderError::no_balance`]).
+    pub const NO_BALANCE: &str = "no_balance";
+    /// More currencies than the account's `max_currencies`.
+    pub const TOO_MANY_CURRENCIES: &str = "too_many_currencies";
+    /// A single-currency answer for another currency than asked.
+    pub const WRONG_CURRENCY: &str = "wrong_currency";
+
+    /// Every code above. `http_<status>` codes are the exporter's too ([`is_exporter_code`]).
+    pub const ALL: &[&str] = &[
+        TIMEOUT,
+        CONNECT,
+        TLS,
+        REQUEST,
+        DECODE,
+        BODY_TOO_LARGE,
+        SIGN_FAILED,
+        SIGNATURE_INVALID,
+        SIGNATURE_MISSING,
+        NO_BALANCE,
+        TOO_MANY_CURRENCIES,
+        WRONG_CURRENCY,
+    ];
+
+    /// Whether `code` is one of the exporter's own: one of [`ALL`] or `http_<status>` with a
+    /// status from 100 to 599. A bounded set, whatever a provider sends.
+    pub fn is_exporter_code(code: &str) -> bool {
+        ALL.contains(&code)
+            || code.strip_prefix("http_").is_some_and(|status| {
+                status.len() == 3 && status.parse::<u16>().is_ok_and(|s| (100..600).contains(&s))
+            })
+    }
+}
+
 /// The `class` label: what kind of failure an error code is, derived from the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorClass {
@@ -236,7 +281,25 @@ impl ProviderError {
 
     /// An answer that could not be understood.
     pub fn decode(message: impl Into<String>) -> Self {
-        Self::new("decode", ErrorClass::Decode, message)
+        Self::new(codes::DECODE, ErrorClass::Decode, message)
+    }
+
+    /// A 2xx answer that carries none of the provider's documented balance fields or lists:
+    /// a wrong `base_url`, a proxy's page, a changed API. Never a successful poll.
+    pub fn no_balance(message: impl Into<String>) -> Self {
+        Self::new(codes::NO_BALANCE, ErrorClass::Decode, message)
+    }
+
+    /// A single-currency answer that names another currency than the one asked for.
+    pub fn wrong_currency(asked: &str, answered: &str) -> Self {
+        Self::new(
+            codes::WRONG_CURRENCY,
+            ErrorClass::Decode,
+            format!(
+                "asked for {asked}, the answer is for {}",
+                wire::label_text(answered)
+            ),
+        )
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
@@ -252,5 +315,35 @@ impl ProviderError {
 
     pub fn is_retryable(&self) -> bool {
         self.retryable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::codes::is_exporter_code;
+
+    #[test]
+    fn exporter_codes_are_a_bounded_set() {
+        for code in [
+            "timeout",
+            "tls",
+            "no_balance",
+            "http_503",
+            "http_100",
+            "http_599",
+        ] {
+            assert!(is_exporter_code(code), "{code}");
+        }
+        for code in [
+            "2001",
+            "http_5033",
+            "http_099",
+            "http_600",
+            "http_abc",
+            "Timeout",
+            "",
+        ] {
+            assert!(!is_exporter_code(code), "{code}");
+        }
     }
 }
