@@ -252,6 +252,7 @@ impl AccountPoller {
             &self.telemetry,
             &self.config.secrets,
             deadline,
+            self.config.max_currencies,
         );
         let outcome = tokio::time::timeout_at(deadline + POLL_GRACE, self.provider.fetch(&http))
             .await

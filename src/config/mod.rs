@@ -39,6 +39,9 @@ pub struct Global {
     pub max_concurrent_requests: usize,
     /// Balances not refreshed for this long leave `/metrics`.
     pub stale_after: Duration,
+    /// Default cap on the currencies one account may report: a provider listing more fails
+    /// the poll (`too_many_currencies`) instead of creating unbounded series.
+    pub max_currencies: usize,
 }
 
 impl Default for Global {
@@ -48,6 +51,7 @@ impl Default for Global {
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 32,
             stale_after: Duration::from_secs(30 * 60),
+            max_currencies: 100,
         }
     }
 }
@@ -57,6 +61,8 @@ impl Default for Global {
 pub struct AccountConfig {
     pub name: String,
     pub poll_interval: Duration,
+    /// At most this many currencies per poll (`max_currencies`, else the global one).
+    pub max_currencies: usize,
     pub thresholds: Vec<Threshold>,
     pub provider: ProviderConfig,
     /// Every secret of this account, so that text coming back from the provider can be
@@ -201,9 +207,20 @@ fn read_global(fields: &mut Fields<'_>) -> Global {
         stale_after: fields
             .duration("stale_after")
             .unwrap_or(defaults.stale_after),
+        max_currencies: read_max_currencies(fields).unwrap_or(defaults.max_currencies),
     };
     check_interval(fields, "poll_interval", global.poll_interval);
     global
+}
+
+/// `max_currencies`: at least 1.
+fn read_max_currencies(fields: &mut Fields<'_>) -> Option<usize> {
+    let max = fields.optional::<usize>("max_currencies")?;
+    if max == 0 {
+        fields.error("max_currencies", "must be at least 1");
+        return None;
+    }
+    Some(max)
 }
 
 fn check_interval(fields: &mut Fields<'_>, key: &str, interval: Duration) {
@@ -240,6 +257,7 @@ fn read_account(
     if let Some(interval) = poll_interval {
         check_interval(&mut fields, "poll_interval", interval);
     }
+    let max_currencies = read_max_currencies(&mut fields).unwrap_or(global.max_currencies);
     let provider_name: Option<String> = fields.required("provider");
     let provider = provider_name.and_then(|p| ProviderConfig::read(&p, &mut fields));
     let thresholds = match &provider {
@@ -256,6 +274,7 @@ fn read_account(
     Some(AccountConfig {
         name: name?,
         poll_interval: poll_interval.unwrap_or(global.poll_interval),
+        max_currencies,
         thresholds,
         provider: provider?,
         secrets,
@@ -420,6 +439,21 @@ accounts:
     dev_key: key
     dev_secret: s3cr3t-value
 ";
+
+    #[test]
+    fn max_currencies_is_global_with_a_per_account_override() {
+        let config = parse_yaml(SMS).unwrap();
+        assert_eq!(config.accounts[0].max_currencies, 100);
+        let text = format!("global: {{max_currencies: 7}}\n{SMS}    max_currencies: 3\n");
+        let config = parse_yaml(&text).unwrap();
+        assert_eq!(config.global.max_currencies, 7);
+        assert_eq!(config.accounts[0].max_currencies, 3);
+        let text = format!("global: {{max_currencies: 0}}\n{SMS}");
+        assert_reported(
+            &problems(&text),
+            &["global.max_currencies: must be at least 1"],
+        );
+    }
 
     #[test]
     fn defaults_apply_and_secrets_stay_hidden() {

@@ -173,6 +173,7 @@ pub struct Http<'a> {
     telemetry: &'a AccountTelemetry,
     secrets: &'a [Secret],
     deadline: Instant,
+    max_currencies: usize,
 }
 
 impl<'a> Http<'a> {
@@ -181,6 +182,7 @@ impl<'a> Http<'a> {
         telemetry: &'a AccountTelemetry,
         secrets: &'a [Secret],
         deadline: Instant,
+        max_currencies: usize,
     ) -> Self {
         Http {
             client,
@@ -188,7 +190,13 @@ impl<'a> Http<'a> {
             telemetry,
             secrets,
             deadline,
+            max_currencies,
         }
+    }
+
+    /// The account's `max_currencies`: a provider that walks pages stops once past it.
+    pub fn max_currencies(&self) -> usize {
+        self.max_currencies
     }
 
     /// The wall clock to stamp requests with.
