@@ -263,6 +263,7 @@ impl AccountPoller {
                     "the poll did not finish within poll_interval",
                 ))
             });
+        let outcome = self.telemetry.admit(outcome, self.config.max_currencies);
         let duration = started.elapsed();
         let generation = self.metrics.record_poll(name, &outcome, duration);
         // Whoever gets the event or the log line may scrape right away and must see this poll.

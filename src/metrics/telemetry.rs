@@ -8,9 +8,11 @@ use std::time::Duration;
 use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::clock::unix_seconds_f64;
-use crate::providers::{ErrorClass, ProviderError};
+use crate::providers::{ErrorClass, ProviderError, codes};
+use crate::snapshot::Snapshot;
 
-/// Distinct `code` values an account may export; later codes are exported as `other`.
+/// Distinct provider `code` values an account may export; later ones are exported as `other`.
+/// The exporter's own codes ([`codes::is_exporter_code`]) are a bounded set and never count.
 pub const MAX_CODES_PER_ACCOUNT: usize = 20;
 pub const OTHER_CODE: &str = "other";
 
@@ -131,8 +133,35 @@ impl Telemetry {
 #[derive(Default)]
 struct Seen {
     codes: BTreeMap<String, BTreeSet<ErrorClass>>,
+    /// How many of `codes` are the provider's, i.e. count toward the cap.
+    provider_codes: usize,
     other: BTreeSet<ErrorClass>,
     endpoints: BTreeSet<&'static str>,
+}
+
+impl Seen {
+    /// Records `code` with `class`, counting a new provider code toward the cap.
+    fn insert(&mut self, code: &str, class: ErrorClass) {
+        match self.codes.get_mut(code) {
+            Some(classes) => {
+                classes.insert(class);
+            }
+            None => {
+                if !codes::is_exporter_code(code) {
+                    self.provider_codes += 1;
+                }
+                self.codes.insert(code.to_owned(), BTreeSet::from([class]));
+            }
+        }
+    }
+
+    /// Whether `code` gets a series of its own: one already seen, one of the exporter's, or a
+    /// provider code while the account has fewer than [`MAX_CODES_PER_ACCOUNT`].
+    fn has_room_for(&self, code: &str) -> bool {
+        self.codes.contains_key(code)
+            || codes::is_exporter_code(code)
+            || self.provider_codes < MAX_CODES_PER_ACCOUNT
+    }
 }
 
 /// One account's view of [`Telemetry`].
@@ -161,10 +190,7 @@ impl AccountTelemetry {
         {
             let mut seen = this.seen();
             for (code, class) in documented {
-                seen.codes
-                    .entry((*code).to_owned())
-                    .or_default()
-                    .insert(*class);
+                seen.insert(code, *class);
                 this.telemetry
                     .errors
                     .with_label_values(&[provider, account, code, class.as_str()]);
@@ -204,15 +230,13 @@ impl AccountTelemetry {
     }
 
     /// Counts a failed request under its code, or under `other` once the account has
-    /// [`MAX_CODES_PER_ACCOUNT`] distinct codes (the raw code is logged).
+    /// [`MAX_CODES_PER_ACCOUNT`] distinct provider codes (the raw code is logged). The
+    /// exporter's own codes always have their own series.
     pub fn count_error(&self, error: &ProviderError) {
         let code = {
             let mut seen = self.seen();
-            if seen.codes.contains_key(&error.code) || seen.codes.len() < MAX_CODES_PER_ACCOUNT {
-                seen.codes
-                    .entry(error.code.clone())
-                    .or_default()
-                    .insert(error.class);
+            if seen.has_room_for(&error.code) {
+                seen.insert(&error.code, error.class);
                 error.code.as_str()
             } else {
                 seen.other.insert(error.class);
@@ -220,7 +244,7 @@ impl AccountTelemetry {
                     provider = self.provider,
                     account = %self.account,
                     code = %error.code,
-                    "error code exported as \"other\": the account already has {MAX_CODES_PER_ACCOUNT} distinct codes"
+                    "error code exported as \"other\": the account already has {MAX_CODES_PER_ACCOUNT} distinct provider codes"
                 );
                 OTHER_CODE
             }
@@ -229,6 +253,23 @@ impl AccountTelemetry {
             .errors
             .with_label_values(&[self.provider, &self.account, code, error.class.as_str()])
             .inc();
+    }
+
+    /// A fetched snapshot as the poll's outcome, once it passes the checks every provider's
+    /// answer must: at most `max_currencies` currencies. A refused one becomes the poll's
+    /// error, counted like a failed request (errors of the fetch itself were counted as they
+    /// happened).
+    pub fn admit(
+        &self,
+        fetched: Result<Snapshot, ProviderError>,
+        max_currencies: usize,
+    ) -> Result<Snapshot, ProviderError> {
+        let snapshot = fetched?;
+        if let Err(error) = snapshot.check_currencies(max_currencies) {
+            self.count_error(&error);
+            return Err(error);
+        }
+        Ok(snapshot)
     }
 
     pub fn count_token_refresh(&self) {
@@ -325,6 +366,69 @@ mod tests {
 
         account.remove();
         assert!(error_series_or_empty(&telemetry).is_empty());
+    }
+
+    #[test]
+    fn junk_codes_never_push_the_exporters_own_codes_into_other() {
+        let telemetry = Telemetry::new();
+        let account = AccountTelemetry::new(telemetry.clone(), "uqpay", "a", &[], false);
+        for i in 0..MAX_CODES_PER_ACCOUNT + 5 {
+            account.count_error(&ProviderError::new(
+                format!("junk{i}"),
+                ErrorClass::Client,
+                "x",
+            ));
+        }
+        let own = [
+            (codes::TIMEOUT, ErrorClass::Transport),
+            (codes::TLS, ErrorClass::Transport),
+            ("http_503", ErrorClass::Server),
+            (codes::TOO_MANY_CURRENCIES, ErrorClass::Decode),
+        ];
+        for (code, class) in own {
+            account.count_error(&ProviderError::new(code, class, "x"));
+        }
+        let series = error_series(&telemetry);
+        for (code, class) in own {
+            assert!(
+                series.contains(&(code.to_owned(), class.as_str().to_owned(), 1.0)),
+                "{code} has its own series: {series:?}"
+            );
+        }
+        let other: Vec<_> = series.iter().filter(|(c, _, _)| c == OTHER_CODE).collect();
+        assert_eq!(other, [&(OTHER_CODE.to_owned(), "client".to_owned(), 5.0)]);
+        // The exporter's codes took no provider code's place: the cap is still full.
+        account.count_error(&ProviderError::new("junk_late", ErrorClass::Client, "x"));
+        let series = error_series(&telemetry);
+        assert!(!series.iter().any(|(c, _, _)| c == "junk_late"));
+        // ... and a provider code posing as an HTTP status out of range is the provider's.
+        account.count_error(&ProviderError::new("http_999", ErrorClass::Server, "x"));
+        assert!(!error_series(&telemetry).iter().any(|(c, _, _)| c == "http_999"));
+    }
+
+    #[test]
+    fn a_snapshot_with_too_many_currencies_fails_the_poll_and_is_counted() {
+        use rust_decimal::Decimal;
+        let telemetry = Telemetry::new();
+        let account = AccountTelemetry::new(telemetry.clone(), "uqpay", "a", &[], false);
+        let mut snapshot = Snapshot::default();
+        for c in ["AED", "EUR", "USD"] {
+            snapshot.add(c, "available", Some(Decimal::ONE));
+        }
+        assert_eq!(account.admit(Ok(snapshot.clone()), 3), Ok(snapshot.clone()));
+        assert!(error_series_or_empty(&telemetry).is_empty());
+
+        let error = account.admit(Ok(snapshot), 2).unwrap_err();
+        assert_eq!(error.code, codes::TOO_MANY_CURRENCIES);
+        assert_eq!(
+            error_series(&telemetry),
+            [(codes::TOO_MANY_CURRENCIES.to_owned(), "decode".to_owned(), 1.0)]
+        );
+
+        // A fetch error was counted where it happened: admitting it counts nothing more.
+        let failed = ProviderError::new(codes::TIMEOUT, ErrorClass::Transport, "x");
+        assert_eq!(account.admit(Err(failed.clone()), 2), Err(failed));
+        assert_eq!(error_series(&telemetry).len(), 1);
     }
 
     fn error_series_or_empty(t: &Telemetry) -> Vec<String> {
