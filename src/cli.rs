@@ -66,7 +66,7 @@ pub struct Args {
     pub log_format: LogFormat,
 
     /// Poll every account once, print the metrics to stdout, and exit 0 if every account
-    /// succeeded, 1 otherwise.
+    /// succeeded with every balance that has a threshold, 1 otherwise.
     #[arg(long, conflicts_with = "config_check")]
     pub once: bool,
 
@@ -155,7 +155,23 @@ async fn once(config: &Config) -> ExitCode {
     match scheduler.poll_once(config).await {
         Ok(all_ok) => {
             print!("{}", String::from_utf8_lossy(&scheduler.metrics().body()));
-            if all_ok {
+            // A poll can succeed and still lack a balance someone set a threshold on: then no
+            // low-balance alert could fire for it, which is a failure too.
+            let state = scheduler.metrics().snapshot_state();
+            let now = tokio::time::Instant::now();
+            let mut missing = 0;
+            for a in state.accounts.values() {
+                for (t, currency) in a.missing_balances(state.stale_after, now) {
+                    missing += 1;
+                    eprintln!(
+                        "account {}: balance MISSING: {} ({}) has a threshold but is absent from the provider's answer",
+                        a.account,
+                        currency.escape_debug(),
+                        t.kind
+                    );
+                }
+            }
+            if all_ok && missing == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

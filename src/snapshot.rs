@@ -184,7 +184,11 @@ mod tests {
             s.add(c, "available", Some(Decimal::ONE));
             s.add(c, "frozen", Some(Decimal::ONE));
         }
-        assert_eq!(s.check_currencies(3), Ok(()), "kinds do not count, currencies do");
+        assert_eq!(
+            s.check_currencies(3),
+            Ok(()),
+            "kinds do not count, currencies do"
+        );
         let error = s.check_currencies(2).unwrap_err();
         assert_eq!(error.code, codes::TOO_MANY_CURRENCIES);
         assert_eq!(error.class, ErrorClass::Decode);

@@ -25,6 +25,7 @@ th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .up {{ color: #1a7f37; font-weight: bold; }} .down {{ color: #cf222e; font-weight: bold; }}
 .pending {{ color: #9a6700; }} .critical {{ background: #ffebe9; }} .warning {{ background: #fff8c5; }}
+.missing {{ background: #ffebe9; color: #cf222e; font-weight: bold; }}
 .muted {{ color: #666; }}
 </style></head><body>
 <h1>balance_exporter</h1>
@@ -122,18 +123,33 @@ fn balance_rows(html: &mut String, a: &AccountState, stale_after: Duration, now:
         } else {
             ""
         };
-        let show = |v: Option<rust_decimal::Decimal>| v.map(|v| v.to_string()).unwrap_or_default();
         let _ = writeln!(
             html,
             "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             escape(&a.account),
             escape(&b.currency),
-            b.kind,
+            escape(b.kind),
             b.amount,
             show(warning),
             show(critical),
         );
     }
+    // Guarded balances the answer lacked: no low-balance alert can fire for them.
+    for (t, currency) in a.missing_balances(stale_after, now) {
+        let _ = writeln!(
+            html,
+            "<tr class=\"missing\"><td>{}</td><td>{}</td><td>{}</td><td class=\"num\" title=\"has a threshold but is absent from the provider's last answer\">MISSING</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&a.account),
+            escape(currency),
+            escape(t.kind),
+            show(t.warning),
+            show(t.critical),
+        );
+    }
+}
+
+fn show(v: Option<rust_decimal::Decimal>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// Time since `t`, to the second.
@@ -160,7 +176,133 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use rust_decimal::Decimal;
+
     use super::*;
+    use crate::config::Threshold;
+    use crate::snapshot::Snapshot;
+
+    fn threshold(currency: Option<&str>, kind: &'static str, warning: i64) -> Threshold {
+        Threshold {
+            kind,
+            currency: currency.map(str::to_owned),
+            warning: Some(Decimal::from(warning)),
+            critical: None,
+        }
+    }
+
+    /// One account, polled once with `snapshot` (fresh), with `thresholds`.
+    fn state(account: &str, thresholds: Vec<Threshold>, snapshot: Snapshot) -> State {
+        let known_currencies = snapshot
+            .currencies()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let a = AccountState {
+            provider: "payby",
+            account: account.to_owned(),
+            poll_interval: Duration::from_secs(60),
+            thresholds,
+            snapshot: Some((snapshot, Instant::now())),
+            known_currencies,
+            polls: 1,
+            up: true,
+            last_success: Some(SystemTime::now()),
+            last_poll_duration: Some(Duration::from_millis(5)),
+            last_error: None,
+        };
+        State {
+            accounts: BTreeMap::from([(account.to_owned(), a)]),
+            stale_after: Duration::from_secs(1800),
+        }
+    }
+
+    fn missing_rows(html: &str) -> Vec<&str> {
+        html.lines()
+            .filter(|l| l.starts_with("<tr class=\"missing\">"))
+            .collect()
+    }
+
+    #[test]
+    fn a_thresholded_balance_absent_from_the_answer_shows_as_missing() {
+        let mut snapshot = Snapshot::default();
+        snapshot.add("USD", "available", Some(Decimal::from(500)));
+        let state = state(
+            "main<b>",
+            vec![
+                threshold(Some("USD"), "available", 100),
+                threshold(Some("AED"), "available", 200),
+            ],
+            snapshot,
+        );
+        let html = render(&state, "/metrics", false, false);
+        let rows = missing_rows(&html);
+        assert_eq!(rows.len(), 1, "{html}");
+        assert!(
+            rows[0].contains("<td>AED</td><td>available</td>"),
+            "{}",
+            rows[0]
+        );
+        assert!(
+            rows[0].contains(">MISSING</td><td class=\"num\">200</td>"),
+            "{}",
+            rows[0]
+        );
+        assert!(
+            rows[0].contains("<td>main&lt;b&gt;</td>"),
+            "escaped: {}",
+            rows[0]
+        );
+        assert!(!html.contains("main<b>"));
+    }
+
+    #[test]
+    fn a_kind_the_provider_stopped_sending_is_missing_for_a_learnt_currency() {
+        // EngageLab OTP style: the threshold names no currency and follows the answer's.
+        let mut snapshot = Snapshot::default();
+        snapshot.add("USD", "total", Some(Decimal::from(5)));
+        let state = state(
+            "otp",
+            vec![threshold(None, "total", 1), threshold(None, "gift", 1)],
+            snapshot,
+        );
+        let rows = missing_rows(&render(&state, "/metrics", false, false)).join("\n");
+        assert!(rows.contains("<td>USD</td><td>gift</td>"), "{rows}");
+        assert!(!rows.contains("<td>total</td>"), "{rows}");
+    }
+
+    #[test]
+    fn nothing_is_missing_without_a_threshold_or_when_every_balance_came() {
+        // A list-mode account that holds nothing and guards nothing.
+        let state_empty = state("list", Vec::new(), Snapshot::default());
+        assert!(missing_rows(&render(&state_empty, "/metrics", false, false)).is_empty());
+        let mut snapshot = Snapshot::default();
+        snapshot.add("AED", "available", Some(Decimal::from(1)));
+        let all_there = state(
+            "one",
+            vec![threshold(Some("AED"), "available", 5)],
+            snapshot,
+        );
+        let html = render(&all_there, "/metrics", false, false);
+        assert!(missing_rows(&html).is_empty(), "{html}");
+        assert!(
+            html.contains("<tr class=\"warning\"><td>one</td><td>AED</td>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn hostile_currency_text_is_escaped_in_a_missing_row() {
+        let mut snapshot = Snapshot::default();
+        snapshot.add("<img src=x>", "total", Some(Decimal::from(1)));
+        let state = state("a", vec![threshold(None, "gift", 1)], snapshot);
+        let html = render(&state, "/metrics", false, false);
+        assert_eq!(missing_rows(&html).len(), 1, "{html}");
+        assert!(!html.contains("<IMG"), "{html}");
+        assert!(html.contains("&lt;IMG SRC=X&gt;"), "{html}");
+    }
 
     #[test]
     fn escapes_markup() {

@@ -92,6 +92,26 @@ impl AccountState {
     }
 }
 
+impl AccountState {
+    /// Balances that have a threshold but are absent from the fresh snapshot: the provider
+    /// stopped sending a currency or kind that someone guards. `(threshold, currency)` pairs,
+    /// each currency and kind once, in threshold order. Empty without a fresh snapshot (the
+    /// account is then down or stale, which says more).
+    pub fn missing_balances(&self, stale_after: Duration, now: Instant) -> Vec<(&Threshold, &str)> {
+        let Some(snapshot) = self.fresh_snapshot(stale_after, now) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&Threshold, &str)> = Vec::new();
+        for (t, currency) in self.resolved_thresholds() {
+            let listed = out.iter().any(|(o, c)| o.kind == t.kind && *c == currency);
+            if !listed && !snapshot.has(currency, t.kind) {
+                out.push((t, currency));
+            }
+        }
+        out
+    }
+}
+
 /// Renders start at least this far apart: with thousands of accounts, polls finishing close
 /// together share one render instead of each re-rendering every account.
 pub const RENDER_GAP: Duration = Duration::from_millis(200);
@@ -219,6 +239,7 @@ impl Metrics {
         duration: Duration,
     ) -> u64 {
         let mut state = self.state();
+        let stale_after = state.stale_after;
         let Some(a) = state.accounts.get_mut(account) else {
             return *self.changed.borrow();
         };
@@ -234,6 +255,15 @@ impl Metrics {
                     .map(str::to_owned)
                     .collect();
                 a.snapshot = Some((snapshot.clone(), Instant::now()));
+                for (t, currency) in a.missing_balances(stale_after, Instant::now()) {
+                    tracing::warn!(
+                        provider = a.provider,
+                        account = %a.account,
+                        currency = %currency.escape_debug(),
+                        kind = t.kind,
+                        "balance missing: it has a threshold but the provider's answer has no such balance"
+                    );
+                }
             }
             Err(error) => {
                 a.up = false;
@@ -398,4 +428,76 @@ pub fn gzip(text: &[u8]) -> Bytes {
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(text);
     Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn guarded(currency: Option<&str>, kind: &'static str) -> Threshold {
+        Threshold {
+            kind,
+            currency: currency.map(str::to_owned),
+            warning: None,
+            critical: Some(Decimal::ONE),
+        }
+    }
+
+    fn account(thresholds: Vec<Threshold>, snapshot: Snapshot, at: Instant) -> AccountState {
+        AccountState {
+            provider: "engagelab",
+            account: "a".to_owned(),
+            poll_interval: Duration::from_secs(60),
+            thresholds,
+            known_currencies: snapshot
+                .currencies()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            snapshot: Some((snapshot, at)),
+            polls: 1,
+            up: true,
+            last_success: None,
+            last_poll_duration: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn missing_balances_are_the_guarded_ones_absent_from_a_fresh_snapshot() {
+        let mut snapshot = Snapshot::default();
+        snapshot.add("USD", "total", Some(Decimal::TEN));
+        let now = Instant::now();
+        let stale_after = Duration::from_secs(1800);
+        let a = account(
+            vec![
+                guarded(Some("USD"), "total"),
+                guarded(None, "gift"),
+                // The same currency and kind by another route: reported once.
+                guarded(Some("USD"), "gift"),
+                guarded(Some("EUR"), "total"),
+            ],
+            snapshot.clone(),
+            now,
+        );
+        let missing: Vec<(&str, &str)> = a
+            .missing_balances(stale_after, now)
+            .into_iter()
+            .map(|(t, c)| (c, t.kind))
+            .collect();
+        assert_eq!(missing, [("USD", "gift"), ("EUR", "total")]);
+
+        // Stale: the balances are gone from /metrics for that reason, not "missing".
+        let old = account(vec![guarded(Some("EUR"), "total")], snapshot, now);
+        assert!(
+            old.missing_balances(stale_after, now + stale_after)
+                .is_empty()
+        );
+        // Never polled successfully: nothing to compare with.
+        let mut never = old.clone();
+        never.snapshot = None;
+        assert!(never.missing_balances(stale_after, now).is_empty());
+    }
 }

@@ -403,7 +403,11 @@ mod tests {
         assert!(!series.iter().any(|(c, _, _)| c == "junk_late"));
         // ... and a provider code posing as an HTTP status out of range is the provider's.
         account.count_error(&ProviderError::new("http_999", ErrorClass::Server, "x"));
-        assert!(!error_series(&telemetry).iter().any(|(c, _, _)| c == "http_999"));
+        assert!(
+            !error_series(&telemetry)
+                .iter()
+                .any(|(c, _, _)| c == "http_999")
+        );
     }
 
     #[test]
@@ -422,7 +426,11 @@ mod tests {
         assert_eq!(error.code, codes::TOO_MANY_CURRENCIES);
         assert_eq!(
             error_series(&telemetry),
-            [(codes::TOO_MANY_CURRENCIES.to_owned(), "decode".to_owned(), 1.0)]
+            [(
+                codes::TOO_MANY_CURRENCIES.to_owned(),
+                "decode".to_owned(),
+                1.0
+            )]
         );
 
         // A fetch error was counted where it happened: admitting it counts nothing more.
