@@ -8,9 +8,12 @@ use std::time::Instant;
 
 use balance_exporter::providers::engagelab::Product;
 use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
+use balance_exporter::providers::uqpay::sim::{SimBalance, SimClient, UqPaySim};
 use balance_exporter::sim::{Ledger, SimServer};
 use base64::Engine as _;
-use common::{Daemon, Exposition, TempDir, assert_promtool_clean, get, poll_succeeded, run_binary};
+use common::{
+    Daemon, Exporter, Exposition, TempDir, assert_promtool_clean, get, poll_succeeded, run_binary,
+};
 use rust_decimal::Decimal;
 
 async fn sms_simulator(accounts: &[(&str, &str)]) -> (Arc<EngageLabSim>, SimServer) {
@@ -177,6 +180,188 @@ async fn once_prints_the_exposition_and_fails_when_an_account_fails() {
     let m = Exposition::parse(&stdout);
     assert_eq!(m.expect("balance_up", &[("account", "good")]), 1.0);
     assert_eq!(m.expect("balance_up", &[("account", "bad")]), 0.0);
+}
+
+const UQPAY_KEY: &str = "uqpay-api-key-0123456789";
+
+/// A UQPay simulator with one client, `acq`, holding `balances`.
+async fn uqpay_simulator(balances: Vec<SimBalance>) -> (Arc<UqPaySim>, SimServer) {
+    let sim = UqPaySim::new();
+    sim.add_client("acq", SimClient::new(UQPAY_KEY, balances));
+    let server = sim.start().await.unwrap();
+    (sim, server)
+}
+
+/// A list-mode UQPay account `acq` of that simulator; `extra` adds keys (indented lines).
+fn uqpay_account(server: &SimServer, extra: &str) -> String {
+    format!(
+        "
+  - name: acq
+    provider: uqpay
+    base_url: {}
+    client_id: acq
+    api_key: {UQPAY_KEY}{extra}",
+        UqPaySim::base_url(server)
+    )
+}
+
+fn usd(amount: i64) -> SimBalance {
+    SimBalance::new("USD", Ledger::fixed(Decimal::from(amount)))
+}
+
+#[tokio::test]
+async fn once_fails_when_a_balance_with_a_threshold_is_missing_from_the_answer() {
+    // USD comes without `frozen`; EUR does not come at all.
+    let (_sim, server) = uqpay_simulator(vec![usd(500).without("frozen")]).await;
+    let dir = TempDir::new("once-missing");
+    let run_with = |thresholds: &str| {
+        let path = dir.write(
+            "config.yml",
+            &format!(
+                "accounts:{}\n",
+                uqpay_account(&server, &format!("\n    thresholds:{thresholds}"))
+            ),
+        );
+        run(
+            args(&["--once", "--config.file", path.to_str().unwrap()]),
+            vec![],
+        )
+    };
+
+    let (code, stdout, stderr) = run_with(
+        "
+      - {currency: USD, kind: available, warning: 100}
+      - {currency: USD, kind: frozen, warning: 1}
+      - {currency: EUR, kind: available, critical: 5}",
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let m = Exposition::parse(&stdout);
+    assert_eq!(
+        m.expect("balance_up", &[("account", "acq")]),
+        1.0,
+        "the poll succeeded"
+    );
+    assert_eq!(
+        m.expect(
+            "balance_amount",
+            &[
+                ("account", "acq"),
+                ("currency", "USD"),
+                ("kind", "available")
+            ]
+        ),
+        500.0
+    );
+    let missing: Vec<&str> = stderr.lines().filter(|l| l.contains("MISSING")).collect();
+    assert_eq!(missing.len(), 2, "{stderr}");
+    assert!(
+        missing[0].contains("account acq") && missing[0].contains("USD (frozen)"),
+        "{stderr}"
+    );
+    assert!(missing[1].contains("EUR (available)"), "{stderr}");
+
+    // The same answer, with thresholds only on what it holds: a success.
+    let (code, _, stderr) =
+        run_with("\n      - {currency: USD, kind: available, warning: 100}").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("MISSING"), "{stderr}");
+}
+
+#[tokio::test]
+async fn once_succeeds_for_a_list_account_that_holds_nothing_and_guards_nothing() {
+    let (_sim, server) = uqpay_simulator(Vec::new()).await;
+    let dir = TempDir::new("once-empty");
+    let path = dir.write(
+        "config.yml",
+        &format!("accounts:{}\n", uqpay_account(&server, "")),
+    );
+    let (code, stdout, stderr) = run(
+        args(&["--once", "--config.file", path.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let m = Exposition::parse(&stdout);
+    assert_eq!(m.expect("balance_up", &[("account", "acq")]), 1.0);
+    assert!(m.find("balance_amount", &[]).is_empty(), "{stdout}");
+}
+
+#[tokio::test]
+async fn once_fails_with_too_many_currencies_and_exports_none_of_them() {
+    let balances = ["AED", "EUR", "GBP", "USD"]
+        .iter()
+        .map(|c| SimBalance::new(c, Ledger::fixed(Decimal::ONE)))
+        .collect();
+    let (_sim, server) = uqpay_simulator(balances).await;
+    let dir = TempDir::new("once-cap");
+    let path = dir.write(
+        "config.yml",
+        &format!(
+            "accounts:{}\n",
+            uqpay_account(&server, "\n    max_currencies: 3")
+        ),
+    );
+    let (code, stdout, stderr) = run(
+        args(&["--once", "--config.file", path.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let m = Exposition::parse(&stdout);
+    assert_eq!(m.expect("balance_up", &[("account", "acq")]), 0.0);
+    assert!(m.find("balance_amount", &[]).is_empty(), "{stdout}");
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[
+                ("account", "acq"),
+                ("code", "too_many_currencies"),
+                ("class", "decode")
+            ]
+        ),
+        1.0
+    );
+}
+
+/// In the daemon, a poll over the cap keeps the balances of the last good one.
+#[tokio::test]
+async fn too_many_currencies_keeps_the_previous_balances() {
+    let (sim, server) = uqpay_simulator(vec![usd(7)]).await;
+    let yaml = format!(
+        "global:\n  poll_interval: 1s\naccounts:{}\n",
+        uqpay_account(&server, "\n    max_currencies: 2")
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("acq").await.outcome.unwrap();
+    sim.update("acq", |c| {
+        for code in ["AED", "EUR"] {
+            c.balances
+                .push(SimBalance::new(code, Ledger::fixed(Decimal::ONE)));
+        }
+    });
+    // The poll in flight when the simulator changed may still see one currency.
+    let error = loop {
+        if let Err(e) = exporter.poll("acq").await.outcome {
+            break e;
+        }
+    };
+    assert_eq!(error.code, "too_many_currencies", "{error}");
+    let m = exporter.scrape().await;
+    assert_eq!(m.expect("balance_up", &[("account", "acq")]), 0.0);
+    let usd_available = [
+        ("account", "acq"),
+        ("currency", "USD"),
+        ("kind", "available"),
+    ];
+    assert_eq!(m.expect("balance_amount", &usd_available), 7.0);
+    assert!(m.find("balance_amount", &[("currency", "AED")]).is_empty());
+    assert!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "acq"), ("code", "too_many_currencies")]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test]
