@@ -25,9 +25,10 @@ use dashboards::*;
 // ---------------------------------------------------------------------------------------------
 // The contract these files rely on.
 
-const ALERTS: [(&str, &str); 10] = [
+const ALERTS: [(&str, &str); 12] = [
     ("BalanceLow", "warning"),
     ("BalanceCritical", "critical"),
+    ("BalanceMissing", "warning"),
     ("BalanceDepletingSoon", "warning"),
     ("BalanceExporterAccountDown", "warning"),
     ("BalanceStale", "warning"),
@@ -36,16 +37,17 @@ const ALERTS: [(&str, &str); 10] = [
     ("BalanceClockSkew", "warning"),
     ("BalanceExporterDown", "critical"),
     ("BalanceThresholdMissing", "info"),
+    ("BalanceExporterReloadFailed", "warning"),
 ];
 
 /// Alerts about the scrape target as a whole: they have no account or currency to name.
-const TARGET_LEVEL_ALERTS: [&str; 1] = ["BalanceExporterDown"];
+const TARGET_LEVEL_ALERTS: [&str; 2] = ["BalanceExporterDown", "BalanceExporterReloadFailed"];
 
 const RUNBOOK_URL: &str =
     "https://github.com/balance-exporter/balance_exporter/blob/main/deploy/prometheus/RUNBOOK.md";
 
 /// The exporter's metric names (issue 2's table); a misspelt one would silently match nothing.
-const METRICS: [&str; 14] = [
+const METRICS: [&str; 16] = [
     "balance_amount",
     "balance_low_threshold",
     "balance_overview_amount",
@@ -60,6 +62,8 @@ const METRICS: [&str; 14] = [
     "balance_clock_skew_seconds",
     "balance_token_refreshes_total",
     "balance_exporter_build_info",
+    "balance_exporter_config_last_reload_successful",
+    "balance_exporter_config_last_reload_success_timestamp_seconds",
 ];
 const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
 
@@ -632,7 +636,8 @@ fn alert_rules_pass_promtool_check() {
         return;
     };
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 10 rules found"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
         "{}",
         describe(&out)
     );
