@@ -97,7 +97,8 @@ async fn three_pages_of_currencies_are_walked_with_exact_amounts() {
             "acq",
             &server,
             CLIENT,
-            "\n    thresholds:\n      - currency: SGD\n        warning: 500\n        critical: 100",
+            // 205 currencies: above the default max_currencies (100).
+            "\n    max_currencies: 205\n    thresholds:\n      - currency: SGD\n        warning: 500\n        critical: 100",
         )],
     );
     let mut exporter = Exporter::start(&yaml).await;
