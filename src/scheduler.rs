@@ -1,27 +1,43 @@
 //! One task per account polls its provider on the account's interval, with jitter, and records
 //! each outcome in the metrics state. Accounts never wait for each other: a slow provider
 //! delays only its own account, and `/metrics` serves the last state meanwhile.
+//!
+//! Each poller runs under a supervisor: if its task ends (a panic), the account is marked down,
+//! the restart is logged and counted, and the poller starts again after a back-off.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use futures_util::future::join_all;
 use rustls::pki_types::CertificateDer;
-use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
+use crate::providers::http::{later, pause_cap};
 use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
+use crate::secret::redact;
 
 /// The first polls start within this much of each other, not all in the same instant.
 const MAX_STAGGER: Duration = Duration::from_millis(500);
 /// A poll may overrun its interval by this much before it is cut off: each request's own
 /// timeout is already cut to the interval, so this only catches a provider that loops.
 const POLL_GRACE: Duration = Duration::from_secs(1);
+/// A stopped poller restarts after this, doubling with every stop that follows without a
+/// finished poll in between, up to the account's [`pause_cap`].
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// Panic messages are logged up to this many characters.
+const PANIC_MESSAGE_LIMIT: usize = 200;
+
+/// Builds an account's provider: the config's in the exporter, a scripted one in tests.
+type ProviderFactory = Arc<dyn Fn(&AccountConfig) -> Arc<dyn Provider> + Send + Sync>;
 
 /// Sent after every poll, once `/metrics` serves it; tests and `--once` wait on these instead
 /// of on the clock.
@@ -37,6 +53,9 @@ pub struct Scheduler {
     clock: Clock,
     events: broadcast::Sender<PollEvent>,
     running: Mutex<Running>,
+    /// Bumped by every [`Scheduler::apply`]: pollers drop any pause a provider asked for.
+    reloads: watch::Sender<u64>,
+    providers: ProviderFactory,
 }
 
 /// What runs now: the HTTP client with the settings it was built from, one poller task per
@@ -83,11 +102,26 @@ pub struct Applied {
 
 impl Scheduler {
     pub fn new(metrics: Arc<Metrics>, clock: Clock) -> Arc<Self> {
+        Self::with_providers(
+            metrics,
+            clock,
+            Arc::new(|account| account.provider.settings().build()),
+        )
+    }
+
+    /// A scheduler whose pollers get their provider from `providers` (a test seam).
+    pub(crate) fn with_providers(
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        providers: ProviderFactory,
+    ) -> Arc<Self> {
         Arc::new(Scheduler {
             metrics,
             clock,
             events: broadcast::channel(1024).0,
             running: Mutex::new(Running::default()),
+            reloads: watch::Sender::new(0),
+            providers,
         })
     }
 
@@ -108,9 +142,14 @@ impl Scheduler {
     /// (an in-flight poll finishes, no extra poll); a new or changed one starts now; one that
     /// left stops, and its series go. Accounts that stay keep their balances and counters. The
     /// HTTP client, and its pooled connections, is kept unless its settings changed; then
-    /// every poller restarts with the new one.
+    /// every poller restarts with the new one. Pauses providers asked for (rate-limit back-off,
+    /// token-mint pause) end: kept pollers go back to their usual schedule.
     pub fn apply(&self, config: &Config) -> Result<Applied, reqwest::Error> {
         let mut running = self.running();
+        for account in &config.accounts {
+            account.provider.settings().clear_pauses();
+        }
+        self.reloads.send_modify(|r| *r += 1);
         let settings = HttpSettings::of(config);
         let (client, new_client) = match &running.client {
             Some((current, client)) if *current == settings => (client.clone(), false),
@@ -152,7 +191,7 @@ impl Scheduler {
             tracing::debug!(account = %account.name, "poller started");
             kept.insert(
                 account.name.clone(),
-                (account.clone(), tokio::spawn(poller.run(first))),
+                (account.clone(), tokio::spawn(supervise(poller, first))),
             );
         }
         applied.added = config.accounts.len() - applied.unchanged - applied.changed;
@@ -176,9 +215,19 @@ impl Scheduler {
             .map(|(account, telemetry)| self.poller(account, telemetry, &client))
             .collect();
         let renderer = tokio::spawn(self.metrics.clone().render_loop());
-        let results = join_all(pollers.iter().map(AccountPoller::poll)).await;
+        let results = join_all(pollers.iter().map(|poller| async move {
+            // A panic is this account's failure, not the process's.
+            match AssertUnwindSafe(poller.poll()).catch_unwind().await {
+                Ok(outcome) => outcome.is_ok(),
+                Err(panic) => {
+                    poller.stopped(&panic_message(panic.as_ref()), None).await;
+                    false
+                }
+            }
+        }))
+        .await;
         renderer.abort();
-        Ok(results.iter().all(Result::is_ok))
+        Ok(results.iter().all(|ok| *ok))
     }
 
     /// Stops every poller: an in-flight poll is dropped where it is.
@@ -199,12 +248,14 @@ impl Scheduler {
         client: &HttpClient,
     ) -> AccountPoller {
         AccountPoller {
-            provider: account.provider.settings().build(),
+            provider: (self.providers)(account),
             config: account.clone(),
             telemetry,
             client: client.clone(),
             metrics: self.metrics.clone(),
             events: self.events.clone(),
+            reloads: self.reloads.subscribe(),
+            finished_a_poll: AtomicBool::new(false),
         }
     }
 }
@@ -215,6 +266,83 @@ impl Drop for Scheduler {
     }
 }
 
+/// Runs `poller` from `first_delay` on; whenever its task ends (it only ends by a panic), marks
+/// the account down, logs and counts it, and starts it again after a back-off. Aborting this
+/// task stops the poller with it.
+async fn supervise(poller: AccountPoller, first_delay: Duration) {
+    let poller = Arc::new(poller);
+    let mut delay = first_delay;
+    let mut stops_in_a_row = 0u32;
+    loop {
+        poller.finished_a_poll.store(false, Ordering::Relaxed);
+        let task = AbortOnDrop(tokio::spawn(poller.clone().run(delay)));
+        let ended = task.join().await;
+        let reason = match ended {
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => panic_message(e.into_panic().as_ref()),
+            Ok(()) => "the poller returned".to_owned(),
+        };
+        if poller.finished_a_poll.load(Ordering::Relaxed) {
+            stops_in_a_row = 0;
+        }
+        delay = restart_backoff(stops_in_a_row, poller.config.poll_interval);
+        stops_in_a_row = stops_in_a_row.saturating_add(1);
+        poller.stopped(&reason, Some(delay)).await;
+    }
+}
+
+/// The wait before restarting a poller that stopped `stops_in_a_row` times before without
+/// finishing a poll: 1 s, 2 s, 4 s... up to the account's [`pause_cap`].
+fn restart_backoff(stops_in_a_row: u32, poll_interval: Duration) -> Duration {
+    RESTART_BACKOFF
+        .saturating_mul(1u32.checked_shl(stops_in_a_row).unwrap_or(u32::MAX))
+        .min(pause_cap(poll_interval))
+}
+
+/// What a panic said, if it said it as text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A task that is aborted when its handle goes: the poller stops with its supervisor.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> Result<(), JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long to wait after a rate-limited poll: a beat skipped, or the provider's
+/// `Retry-After` where longer, but at most the account's [`pause_cap`] and never less than the
+/// usual `normal` wait.
+fn rate_limited_wait(
+    normal: Duration,
+    retry_after: Option<Duration>,
+    poll_interval: Duration,
+) -> Duration {
+    let asked = normal
+        .saturating_mul(2)
+        .max(retry_after.unwrap_or_default());
+    asked.min(pause_cap(poll_interval)).max(normal)
+}
+
+/// `interval` with ±10 % jitter.
+fn jittered(interval: Duration) -> Duration {
+    let factor = rand::random_range(0.9..=1.1);
+    Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval)
+}
+
 struct AccountPoller {
     config: AccountConfig,
     provider: Arc<dyn Provider>,
@@ -222,31 +350,77 @@ struct AccountPoller {
     client: HttpClient,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<PollEvent>,
+    /// Changes on every reload.
+    reloads: watch::Receiver<u64>,
+    /// Set when a poll finishes, so that the supervisor's back-off starts over.
+    finished_a_poll: AtomicBool,
 }
 
 impl AccountPoller {
-    async fn run(self, first_delay: Duration) {
+    async fn run(self: Arc<Self>, first_delay: Duration) {
+        let mut reloads = self.reloads.clone();
+        reloads.mark_unchanged();
         tokio::time::sleep(first_delay).await;
         loop {
             let started = Instant::now();
             let outcome = self.poll().await;
-            let mut wait = self
-                .config
-                .poll_interval
-                .mul_f64(rand::random_range(0.9..=1.1));
-            if matches!(&outcome, Err(e) if e.class == ErrorClass::RateLimit) {
-                // The provider asked us to slow down: skip a beat.
-                wait *= 2;
+            self.finished_a_poll.store(true, Ordering::Relaxed);
+            let interval = self.config.poll_interval;
+            let normal = jittered(interval);
+            let wait = match &outcome {
+                // The provider asked us to slow down.
+                Err(e) if e.class == ErrorClass::RateLimit => {
+                    rate_limited_wait(normal, e.retry_after, interval)
+                }
+                _ => normal,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(later(started, wait)) => {}
+                // A reload ends the provider's pause: back to the usual schedule.
+                Ok(()) = reloads.changed() => {
+                    tokio::time::sleep_until(later(started, normal)).await;
+                }
             }
-            tokio::time::sleep_until(started + wait).await;
         }
+    }
+
+    /// Marks the account down after its poller stopped for `reason` (a panic), logs it and,
+    /// when it restarts in `restart_in`, counts the restart. Returns once `/metrics` shows it.
+    async fn stopped(&self, reason: &str, restart_in: Option<Duration>) {
+        let name = self.config.name.as_str();
+        let redacted = redact(reason, &self.config.secrets);
+        let reason: String = redacted
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(PANIC_MESSAGE_LIMIT)
+            .collect();
+        let generation = self.metrics.poller_stopped(name);
+        match restart_in {
+            Some(delay) => {
+                self.telemetry.count_poller_restart();
+                tracing::error!(
+                    provider = self.telemetry.provider(),
+                    account = name,
+                    reason = %reason,
+                    restart_in_seconds = delay.as_secs_f64(),
+                    "the account's poller stopped unexpectedly (a bug); the account is down until it polls again"
+                );
+            }
+            None => tracing::error!(
+                provider = self.telemetry.provider(),
+                account = name,
+                reason = %reason,
+                "polling the account panicked (a bug); the account is down"
+            ),
+        }
+        self.metrics.rendered(generation).await;
     }
 
     async fn poll(&self) -> Result<(), ProviderError> {
         let name = self.config.name.as_str();
         let provider = self.telemetry.provider();
         let started = Instant::now();
-        let deadline = started + self.config.poll_interval;
+        let deadline = later(started, self.config.poll_interval);
         let http = Http::new(
             &self.client,
             &self.telemetry,
@@ -254,15 +428,16 @@ impl AccountPoller {
             deadline,
             self.config.max_currencies,
         );
-        let outcome = tokio::time::timeout_at(deadline + POLL_GRACE, self.provider.fetch(&http))
-            .await
-            .unwrap_or_else(|_| {
-                Err(ProviderError::new(
-                    "timeout",
-                    ErrorClass::Transport,
-                    "the poll did not finish within poll_interval",
-                ))
-            });
+        let outcome =
+            tokio::time::timeout_at(later(deadline, POLL_GRACE), self.provider.fetch(&http))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProviderError::new(
+                        "timeout",
+                        ErrorClass::Transport,
+                        "the poll did not finish within poll_interval",
+                    ))
+                });
         let duration = started.elapsed();
         let generation = self.metrics.record_poll(name, &outcome, duration);
         // Whoever gets the event or the log line may scrape right away and must see this poll.
