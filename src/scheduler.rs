@@ -535,4 +535,280 @@ mod tests {
         scheduler.stop();
         assert!(tasks(&scheduler).is_empty());
     }
+
+    /// What a [`Scripted`] provider does on one poll.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Panic,
+        Balance,
+        /// Reports the fetch, waits for a permit of the gate, then answers with a balance.
+        Gated,
+        RateLimited(Duration),
+    }
+
+    /// Plays its steps poll by poll (the last one repeats) and reports every fetch by account
+    /// and step index.
+    struct Scripted {
+        account: String,
+        steps: Vec<Step>,
+        next: std::sync::atomic::AtomicUsize,
+        fetched: tokio::sync::mpsc::UnboundedSender<(String, usize)>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Scripted {
+        async fn fetch(&self, _: &Http<'_>) -> Result<crate::snapshot::Snapshot, ProviderError> {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            let _ = self.fetched.send((self.account.clone(), index));
+            let step = self.steps[index.min(self.steps.len() - 1)];
+            let balance = || crate::snapshot::Snapshot {
+                balances: vec![crate::snapshot::Balance {
+                    currency: "USD".into(),
+                    kind: "total",
+                    amount: rust_decimal::Decimal::new(1250, 2),
+                }],
+                ..Default::default()
+            };
+            match step {
+                Step::Panic => panic!("scripted panic in {}", self.account),
+                Step::Balance => Ok(balance()),
+                Step::Gated => {
+                    self.gate.acquire().await.unwrap().forget();
+                    Ok(balance())
+                }
+                Step::RateLimited(retry_after) => {
+                    Err(
+                        ProviderError::new("too_many_requests", ErrorClass::RateLimit, "slow down")
+                            .with_retry_after(Some(retry_after)),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Paused time runs ahead when idle: a poll that never comes fails the test at once.
+    const WAIT_LIMIT: Duration = Duration::from_secs(3600);
+
+    struct Harness {
+        scheduler: Arc<Scheduler>,
+        events: broadcast::Receiver<PollEvent>,
+        fetched: tokio::sync::mpsc::UnboundedReceiver<(String, usize)>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    /// A scheduler whose accounts play `scripts` (by account name; others always answer).
+    fn harness(scripts: &[(&str, Vec<Step>)]) -> Harness {
+        let (sender, fetched) = tokio::sync::mpsc::unbounded_channel();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let scripts: BTreeMap<String, Vec<Step>> = scripts
+            .iter()
+            .map(|(name, steps)| ((*name).to_owned(), steps.clone()))
+            .collect();
+        let provider_gate = gate.clone();
+        let scheduler = Scheduler::with_providers(
+            Metrics::new(),
+            Clock::system(),
+            Arc::new(move |account: &AccountConfig| {
+                let steps = scripts
+                    .get(&account.name)
+                    .cloned()
+                    .unwrap_or(vec![Step::Balance]);
+                Arc::new(Scripted {
+                    account: account.name.clone(),
+                    steps,
+                    next: Default::default(),
+                    fetched: sender.clone(),
+                    gate: provider_gate.clone(),
+                }) as Arc<dyn Provider>
+            }),
+        );
+        Harness {
+            events: scheduler.subscribe(),
+            scheduler,
+            fetched,
+            gate,
+        }
+    }
+
+    impl Harness {
+        /// The next finished poll of `account`, within an hour of paused time.
+        async fn next_poll(&mut self, account: &str) -> Result<(), ProviderError> {
+            let next = async {
+                loop {
+                    let event = self.events.recv().await.unwrap();
+                    if event.account == account {
+                        return event.outcome;
+                    }
+                }
+            };
+            tokio::time::timeout(WAIT_LIMIT, next)
+                .await
+                .unwrap_or_else(|_| panic!("{account} was not polled within an hour"))
+        }
+
+        /// Waits until `account`'s provider is asked for its `index`-th answer (from 0),
+        /// within an hour of paused time.
+        async fn fetch_started(&mut self, account: &str, index: usize) {
+            let started = async {
+                while let Some((name, i)) = self.fetched.recv().await {
+                    if name == account && i == index {
+                        return;
+                    }
+                }
+            };
+            tokio::time::timeout(WAIT_LIMIT, started)
+                .await
+                .unwrap_or_else(|_| panic!("{account} was not asked for answer {index}"))
+        }
+
+        /// The sample of `family` for `account` on `/metrics`.
+        fn sample(&self, family: &str, account: &str) -> Option<String> {
+            let body = self.scheduler.metrics().body();
+            let body = String::from_utf8_lossy(&body);
+            let prefix = format!("{family}{{account=\"{account}\",provider=\"engagelab\"}} ");
+            body.lines()
+                .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_poller_is_marked_down_counted_and_restarted() {
+        let mut h = harness(&[("flaky", vec![Step::Panic, Step::Gated, Step::Balance])]);
+        let config = config("5s", &[("flaky", "1m"), ("steady", "1m")]);
+        h.scheduler.apply(&config).unwrap();
+        let supervisors = tasks(&h.scheduler);
+        assert!(h.next_poll("steady").await.is_ok());
+
+        // The first poll of "flaky" panicked; the second has begun and waits for the gate.
+        h.fetch_started("flaky", 1).await;
+        let restarts = "balance_exporter_poller_restarts_total";
+        assert_eq!(h.sample("balance_up", "flaky").as_deref(), Some("0"));
+        assert_eq!(h.sample(restarts, "flaky").as_deref(), Some("1"));
+        assert_eq!(h.sample(restarts, "steady").as_deref(), Some("0"));
+        assert_eq!(h.sample("balance_up", "steady").as_deref(), Some("1"));
+
+        h.gate.add_permits(1);
+        assert!(h.next_poll("flaky").await.is_ok());
+        assert_eq!(h.sample("balance_up", "flaky").as_deref(), Some("1"));
+
+        // Both go on polling on their interval; no other restart, the same supervisors.
+        for _ in 0..2 {
+            assert!(h.next_poll("steady").await.is_ok());
+        }
+        assert!(h.next_poll("flaky").await.is_ok());
+        assert_eq!(h.sample(restarts, "flaky").as_deref(), Some("1"));
+        assert_eq!(h.sample(restarts, "steady").as_deref(), Some("0"));
+        assert_eq!(tasks(&h.scheduler), supervisors);
+        h.scheduler.stop();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poller_that_keeps_panicking_restarts_ever_more_slowly() {
+        let mut h = harness(&[("broken", vec![Step::Panic])]);
+        h.scheduler
+            .apply(&config("5s", &[("broken", "1m")]))
+            .unwrap();
+        h.fetch_started("broken", 0).await;
+        let mut last = Instant::now();
+        let mut gaps = Vec::new();
+        for index in 1..=12 {
+            h.fetch_started("broken", index).await;
+            gaps.push(Instant::now().duration_since(last).as_secs());
+            last = Instant::now();
+        }
+        // Paused time: the gaps are the back-off itself (plus a render gap, under a second).
+        assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+        let restarts = "balance_exporter_poller_restarts_total";
+        assert_eq!(h.sample(restarts, "broken").as_deref(), Some("12"));
+        assert_eq!(h.sample("balance_up", "broken").as_deref(), Some("0"));
+        h.scheduler.stop();
+    }
+
+    #[test]
+    fn restart_backoff_doubles_up_to_the_pause_cap() {
+        let minute = Duration::from_secs(60);
+        let secs = |stops| restart_backoff(stops, minute).as_secs();
+        assert_eq!((secs(0), secs(1), secs(2), secs(9)), (1, 2, 4, 512));
+        assert_eq!((secs(10), secs(40), secs(u32::MAX)), (600, 600, 600));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(restart_backoff(u32::MAX, hour), hour);
+    }
+
+    #[test]
+    fn a_rate_limited_wait_skips_a_beat_honours_retry_after_and_is_capped() {
+        let s = Duration::from_secs;
+        let minute = s(60);
+        assert_eq!(rate_limited_wait(minute, None, minute), s(120));
+        assert_eq!(rate_limited_wait(minute, Some(s(300)), minute), s(300));
+        for hostile in [Duration::MAX, s(u64::MAX), s(86_400)] {
+            assert_eq!(rate_limited_wait(minute, Some(hostile), minute), s(600));
+        }
+        // Past ten minutes the cap is the interval: the usual jittered wait still holds.
+        let hour = s(3600);
+        assert_eq!(rate_limited_wait(hour, Some(Duration::MAX), hour), hour);
+        assert_eq!(rate_limited_wait(s(3900), None, hour), s(3900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hostile_retry_after_pauses_polling_ten_minutes_at_most_and_a_reload_ends_it() {
+        let limited = Step::RateLimited(Duration::MAX);
+        let mut h = harness(&[("limited", vec![limited, limited, Step::Balance])]);
+        let config = config("5s", &[("limited", "1m")]);
+        h.scheduler.apply(&config).unwrap();
+        assert!(h.next_poll("limited").await.is_err());
+        let first = Instant::now();
+        assert!(h.next_poll("limited").await.is_err());
+        let paused = Instant::now().duration_since(first);
+        // Paused time: the pause itself (600 s), give or take a render gap.
+        assert!(
+            paused.abs_diff(Duration::from_secs(600)) < Duration::from_secs(1),
+            "{paused:?}"
+        );
+
+        // Rate-limited again, then a reload that keeps the account: back to the interval.
+        let second = Instant::now();
+        let applied = h.scheduler.apply(&config).unwrap();
+        assert_eq!(applied.unchanged, 1);
+        assert!(h.next_poll("limited").await.is_ok());
+        let waited = Instant::now().duration_since(second);
+        assert!(waited <= Duration::from_secs(67), "{waited:?}");
+        h.scheduler.stop();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_clears_the_uqpay_mint_pause_and_keeps_the_token() {
+        use crate::providers::ProviderConfig;
+        use crate::providers::uqpay::token::{CredentialKey, Lifetime, Minted, slot_for};
+        let yaml = "accounts:\n  - {name: u, provider: uqpay, base_url: 'http://reload-clears-mint-pause.invalid/api', client_id: c, api_key: k}\n";
+        let config = parse(yaml, Format::Yaml, Path::new(".")).unwrap();
+        let ProviderConfig::UqPay(uqpay) = &config.accounts[0].provider else {
+            panic!("not UQPay");
+        };
+        let slot = slot_for(CredentialKey::of(uqpay));
+        let far = Instant::now() + Duration::from_secs(3600);
+        {
+            let mut guard = slot.lock(far).await.unwrap();
+            let minted = Minted {
+                value: crate::secret::Secret::new("token-one"),
+                lifetime: Lifetime::Stated(Duration::from_secs(1800)),
+            };
+            guard.store(Ok(minted), Instant::now(), "u").unwrap();
+            let limited = ProviderError::new("too_many_requests", ErrorClass::RateLimit, "wait")
+                .with_retry_after(Some(Duration::MAX));
+            guard.store(Err(limited), Instant::now(), "u").unwrap();
+            assert!(guard.check_mint_allowed(Instant::now()).is_err());
+        }
+        let h = harness(&[]);
+        h.scheduler.apply(&config).unwrap();
+        let mut guard = slot.lock(far).await.unwrap();
+        assert!(guard.check_mint_allowed(Instant::now()).is_ok());
+        match guard.usable(None, Instant::now()) {
+            crate::providers::uqpay::token::Usable::Token(t) => {
+                assert_eq!(t.value().expose(), "token-one")
+            }
+            other => panic!("the token was dropped: {other:?}"),
+        }
+        h.scheduler.stop();
+    }
 }
