@@ -283,6 +283,24 @@ impl Metrics {
         generation
     }
 
+    /// Marks `account` down because its poller stopped in the middle of a poll (a panic): the
+    /// poll that never finished counts as a failed one, so `balance_up` shows 0 even before a
+    /// first poll. Its last error and balances stay as they were. Returns the generation, as
+    /// [`Metrics::record_poll`] does.
+    pub fn poller_stopped(&self, account: &str) -> u64 {
+        let mut state = self.state();
+        if let Some(a) = state.accounts.get_mut(account) {
+            a.polls += 1;
+            a.up = false;
+        }
+        let mut generation = 0;
+        self.changed.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        generation
+    }
+
     /// Waits until `/metrics` serves a render of `generation` or newer. Needs
     /// [`Metrics::render_loop`] running.
     pub async fn rendered(&self, generation: u64) {

@@ -26,6 +26,7 @@ pub struct Telemetry {
     clock_skew: GaugeVec,
     reload_successful: Gauge,
     reload_success_time: Gauge,
+    poller_restarts: IntCounterVec,
 }
 
 impl Telemetry {
@@ -84,6 +85,14 @@ impl Telemetry {
             "Unix time of the last successful configuration load.",
         )
         .expect("valid metric");
+        let poller_restarts = IntCounterVec::new(
+            Opts::new(
+                "balance_exporter_poller_restarts_total",
+                "Times the account's poller stopped unexpectedly (a panic: an exporter bug, see the error log) and was restarted; the account shows down meanwhile.",
+            ),
+            &["provider", "account"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -92,6 +101,7 @@ impl Telemetry {
             Box::new(clock_skew.clone()),
             Box::new(reload_successful.clone()),
             Box::new(reload_success_time.clone()),
+            Box::new(poller_restarts.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -110,6 +120,7 @@ impl Telemetry {
             clock_skew,
             reload_successful,
             reload_success_time,
+            poller_restarts,
         })
     }
 
@@ -201,6 +212,10 @@ impl AccountTelemetry {
                 .token_refreshes
                 .with_label_values(&[provider, account]);
         }
+        // From 0, so that `increase()` sees the first restart.
+        this.telemetry
+            .poller_restarts
+            .with_label_values(&[provider, account]);
         this
     }
 
@@ -279,6 +294,14 @@ impl AccountTelemetry {
             .inc();
     }
 
+    /// Counts a restart of the account's poller after it stopped unexpectedly.
+    pub fn count_poller_restart(&self) {
+        self.telemetry
+            .poller_restarts
+            .with_label_values(&[self.provider, &self.account])
+            .inc();
+    }
+
     pub fn set_clock_skew(&self, seconds: f64) {
         self.telemetry
             .clock_skew
@@ -304,6 +327,7 @@ impl AccountTelemetry {
         }
         let _ = t.clock_skew.remove_label_values(&[p, a]);
         let _ = t.token_refreshes.remove_label_values(&[p, a]);
+        let _ = t.poller_restarts.remove_label_values(&[p, a]);
     }
 }
 

@@ -254,3 +254,98 @@ fn mutations_touch_numbers_and_nest() {
     );
     assert_eq!(apply(b"1", &[Mutation::Nest(2, false)]), b"[[1]]");
 }
+
+/// Header values a provider (or a proxy) might send: huge and negative numbers, HTTP dates in
+/// and out of range, junk, and bytes that are not UTF-8.
+pub fn header_values() -> impl Strategy<Value = Vec<u8>> {
+    let nasty: Vec<Vec<u8>> = [
+        "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999999999999999999999999",
+        "-1",
+        "-18446744073709551615",
+        "0",
+        "+5",
+        "1.5",
+        "1e9",
+        "",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "Fri, 31 Dec 10000 23:59:59 GMT",
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "bm90IGEgc2lnbmF0dXJl",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    prop_oneof![
+        2 => prop::sample::select(nasty),
+        1 => "[0-9]{0,40}".prop_map(String::into_bytes),
+        1 => "[ -~]{0,64}".prop_map(String::into_bytes),
+        // Visible ASCII and obs-text (0x80-0xff): what a header value may carry on the wire.
+        1 => proptest::collection::vec(prop_oneof![0x20u8..0x7f, 0x80u8..=0xff], 0..64),
+    ]
+}
+
+/// Headers whose values carry meaning: waits, dates, signatures, lengths.
+const MEANINGFUL_HEADERS: &[&str] = &[
+    "retry-after",
+    "date",
+    "sign",
+    "content-length",
+    "content-type",
+    "x-ratelimit-reset",
+];
+
+/// A response with `status` and `body` and arbitrary values of [`MEANINGFUL_HEADERS`].
+pub fn hostile_responses(body: Vec<u8>) -> impl Strategy<Value = Response> {
+    let headers = proptest::collection::vec(
+        (prop::sample::select(MEANINGFUL_HEADERS), header_values()),
+        0..6,
+    );
+    (statuses(), headers, any::<u64>()).prop_map(move |(status, headers, received)| {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            if let Ok(value) = reqwest::header::HeaderValue::from_bytes(&value) {
+                map.append(name, value);
+            }
+        }
+        // Any moment the local clock could read, from the epoch to year 2554.
+        let received_at =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(received);
+        Response::new(status, map, body.clone().into(), received_at)
+    })
+}
+
+/// Runs `interpret` on responses with arbitrary statuses and header values around each of
+/// `bodies`; a panic fails with the smallest input found. For providers' own interpreters.
+pub fn check_headers(bodies: Vec<Vec<u8>>, interpret: impl Fn(&Response)) {
+    let mut runner = TestRunner::new(Config::default());
+    for body in bodies {
+        let result = runner.run(&hostile_responses(body), |response| {
+            interpret(&response);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn hostile_headers_never_panic_the_shared_interpretation() {
+    use crate::providers::http::MAX_RETRY_AFTER;
+    check_headers(vec![Vec::new(), b"{}".to_vec()], |response| {
+        let wait = response.retry_after();
+        assert!(wait.is_none_or(|w| w <= MAX_RETRY_AFTER), "{wait:?}");
+        let error = response.status_error();
+        assert!(error.retry_after.is_none_or(|w| w <= MAX_RETRY_AFTER));
+        let _ = response.header("date");
+        let _ = response.header("sign");
+        let _ = response.is_success();
+        let _ = response.json::<serde_json::Value>();
+        // A clamped wait is added to any instant without overflow.
+        let _ =
+            crate::providers::http::later(tokio::time::Instant::now(), wait.unwrap_or_default());
+    });
+}

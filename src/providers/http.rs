@@ -27,6 +27,26 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// Response bodies larger than this are refused (`body_too_large`).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 const MESSAGE_LIMIT: usize = 200;
+/// A `Retry-After` (or any other wait a provider names) is believed up to this long: beyond
+/// it the number is noise, and no arithmetic on it may overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// A pause a provider makes us take between polls (rate-limit back-off, token-mint pause) is
+/// capped at the larger of this and the account's poll interval ([`pause_cap`]).
+pub const MIN_PAUSE_CAP: Duration = Duration::from_secs(10 * 60);
+/// What [`later`] gives for a time past the clock's range: tokio's own "far future".
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// The longest pause between polls a provider can make an account with `poll_interval` take.
+pub fn pause_cap(poll_interval: Duration) -> Duration {
+    MIN_PAUSE_CAP.max(poll_interval)
+}
+
+/// `at + wait` without overflow: a wait past the clock's range is the far future.
+pub fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
 
 /// The HTTP clients shared by all accounts: one for the platform's roots, and one more per
 /// distinct `ca_file` content, shared by the accounts naming it, so connections stay pooled.
@@ -139,17 +159,10 @@ impl Response {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// `Retry-After` as seconds or as an HTTP date.
+    /// `Retry-After` as seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
     pub fn retry_after(&self) -> Option<Duration> {
-        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-        if let Ok(seconds) = value.parse::<u64>() {
-            return Some(Duration::from_secs(seconds));
-        }
-        let at = httpdate::parse_http_date(value).ok()?;
-        Some(
-            at.duration_since(self.received_at)
-                .unwrap_or(Duration::ZERO),
-        )
+        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?;
+        parse_retry_after(value, self.received_at)
     }
 
     /// An error for this response's status, carrying its `Retry-After`.
@@ -240,7 +253,8 @@ impl<'a> Http<'a> {
                 let delay = error
                     .retry_after
                     .unwrap_or_else(|| backoff(attempt, error.class));
-                (Instant::now() + delay < self.deadline).then_some(delay)
+                // A wait past the poll's end ends the poll; the scheduler takes it from there.
+                (later(Instant::now(), delay) < self.deadline).then_some(delay)
             } else {
                 None
             };
@@ -399,6 +413,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A `Retry-After` value received at `received_at`: delay-seconds or an HTTP date (a date in
+/// the past is no wait), clamped to [`MAX_RETRY_AFTER`]. Anything else is no `Retry-After`.
+fn parse_retry_after(value: &str, received_at: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits too many for a u64 still say "wait long".
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(received_at).unwrap_or(Duration::ZERO);
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 /// Exponential backoff with jitter: about 1 s, 2 s, 4 s... (twice that after a rate limit).
 fn backoff(attempt: u32, class: ErrorClass) -> Duration {
     let base_ms: u64 = if class == ErrorClass::RateLimit {
@@ -524,5 +552,121 @@ mod tests {
             None
         );
         assert_eq!(response_with(&[]).retry_after(), None);
+    }
+
+    /// What `Retry-After: value` says at 2023-11-14T22:13:20Z.
+    fn retry_after_of(value: &[u8]) -> Option<Duration> {
+        let mut response = response_with(&[]);
+        response.headers.insert(
+            RETRY_AFTER,
+            reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+        );
+        response.retry_after()
+    }
+
+    #[test]
+    fn a_hostile_retry_after_is_clamped_or_ignored() {
+        for huge in [
+            &b"18446744073709551615"[..],
+            b"18446744073709551616",
+            b"99999999999999999999999999999999999999999",
+            b"86401",
+            b" 86400 ",
+            b"Fri, 31 Dec 9999 23:59:59 GMT",
+            b"Thu, 01 Jan 2099 00:00:00 GMT",
+        ] {
+            let shown = String::from_utf8_lossy(huge);
+            assert_eq!(retry_after_of(huge), Some(MAX_RETRY_AFTER), "{shown}");
+        }
+        assert_eq!(retry_after_of(b"0"), Some(Duration::ZERO));
+        // A date in the past (the epoch, even): no wait.
+        for past in [
+            &b"Thu, 01 Jan 1970 00:00:00 GMT"[..],
+            b"Sun, 06 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(retry_after_of(past), Some(Duration::ZERO));
+        }
+        for odd in [
+            &b"-1"[..],
+            b"-18446744073709551615",
+            b"+5",
+            b"1.5",
+            b"1e9",
+            b"0x10",
+            b"",
+            b"   ",
+            b"5 5",
+            "\u{0661}\u{0662}".as_bytes(),
+            b"Fri, 31 Dec 10000 23:59:59 GMT",
+            b"Mon, 99 Foo 2026 99:99:99 GMT",
+            // Not even UTF-8.
+            &[0xff, b'9', 0xfe],
+        ] {
+            let shown = String::from_utf8_lossy(odd);
+            assert_eq!(retry_after_of(odd), None, "{shown}");
+        }
+    }
+
+    #[test]
+    fn later_saturates_instead_of_overflowing() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        for wait in [Duration::MAX, Duration::from_secs(i64::MAX as u64)] {
+            assert!(later(now, wait) >= now + Duration::from_secs(365 * 24 * 60 * 60));
+        }
+        assert_eq!(pause_cap(Duration::from_secs(60)), MIN_PAUSE_CAP);
+        assert_eq!(
+            pause_cap(Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
+    }
+
+    /// A 429 whose `Retry-After` overflows `Instant + Duration` ends the call with the rate
+    /// limit (clamped), without a panic and without another attempt.
+    #[tokio::test]
+    async fn a_call_survives_a_retry_after_past_the_clock() {
+        use crate::config::{Format, parse};
+        use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
+        struct Limited;
+        #[async_trait::async_trait]
+        impl SimHandler for Limited {
+            async fn handle(&self, _: &SimRequest) -> SimResponse {
+                let fault = Fault::TooManyRequests {
+                    retry_after_seconds: u64::MAX,
+                };
+                neutral_fault(&fault).await.unwrap()
+            }
+        }
+        let server = SimServer::start(Arc::new(Limited)).await.unwrap();
+        let yaml = "accounts:\n  - {name: a, provider: engagelab, product: sms, dev_key: k, dev_secret: s}\n";
+        let config = parse(yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
+        let client = HttpClient::new(&config, Clock::system()).unwrap();
+        let telemetry = AccountTelemetry::new(
+            crate::metrics::Telemetry::new(),
+            "engagelab",
+            "a",
+            &[],
+            false,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = Http::new(&client, &telemetry, &[], deadline, 100);
+        let url = server.base_url();
+        let error = http
+            .call(
+                "balance",
+                |c| Ok(c.get(&url)),
+                |r| Err::<(), _>(r.status_error()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("http_429", ErrorClass::RateLimit)
+        );
+        assert_eq!(error.retry_after, Some(MAX_RETRY_AFTER));
+        assert_eq!(server.request_count(), 1);
     }
 }

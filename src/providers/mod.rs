@@ -52,6 +52,9 @@ pub trait ProviderSettings: fmt::Debug + Send + Sync {
     }
     /// The poller for this account.
     fn build(&self) -> Arc<dyn Provider>;
+    /// Forgets any pause the provider asked for that outlives a poll (UQPay's token-mint
+    /// pause, kept process-wide): a reload starts without them.
+    fn clear_pauses(&self) {}
 }
 
 /// Which currencies an account has, as far as its config tells.

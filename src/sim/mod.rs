@@ -296,7 +296,15 @@ pub enum Fault {
     TooManyRequests { retry_after_seconds: u64 },
     /// Any status and body, as a proxy in front of the provider might send.
     Raw { status: u16, body: String },
+    /// `status` (429 or 503) with a `Retry-After` that overflows naive time arithmetic:
+    /// [`HOSTILE_RETRY_AFTER_SECONDS`], or with `far_date` [`HOSTILE_RETRY_AFTER_DATE`].
+    HostileRetryAfter { status: u16, far_date: bool },
 }
+
+/// `Retry-After` in seconds as the largest `u64`: `Instant::now() + Duration` overflows.
+pub const HOSTILE_RETRY_AFTER_SECONDS: &str = "18446744073709551615";
+/// `Retry-After` as the last HTTP date there is, millennia ahead.
+pub const HOSTILE_RETRY_AFTER_DATE: &str = "Fri, 31 Dec 9999 23:59:59 GMT";
 
 impl Fault {
     pub fn code(code: impl Into<String>) -> Fault {
@@ -310,6 +318,22 @@ impl Fault {
         Fault::Code {
             code: code.into(),
             status: Some(status),
+        }
+    }
+
+    /// 429 with `Retry-After: 18446744073709551615`.
+    pub fn hostile_retry_after() -> Fault {
+        Fault::HostileRetryAfter {
+            status: 429,
+            far_date: false,
+        }
+    }
+
+    /// 503 with `Retry-After: Fri, 31 Dec 9999 23:59:59 GMT`.
+    pub fn hostile_retry_after_date() -> Fault {
+        Fault::HostileRetryAfter {
+            status: 503,
+            far_date: true,
         }
     }
 
@@ -503,6 +527,24 @@ pub async fn neutral_fault(fault: &Fault) -> Option<SimResponse> {
             headers: vec![("content-type".into(), "text/html".into())],
             ..SimResponse::json(*status, body.clone())
         }),
+        Fault::HostileRetryAfter { status, far_date } => {
+            let value = if *far_date {
+                HOSTILE_RETRY_AFTER_DATE
+            } else {
+                HOSTILE_RETRY_AFTER_SECONDS
+            };
+            let reason = hyper::StatusCode::from_u16(*status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Unavailable");
+            Some(
+                SimResponse {
+                    headers: vec![("content-type".into(), "text/plain".into())],
+                    ..SimResponse::json(*status, format!("{reason}\n"))
+                }
+                .with_header("retry-after", value),
+            )
+        }
         Fault::Code { .. } => None,
     }
 }
@@ -691,6 +733,28 @@ mod tests {
     impl SimHandler for Answer {
         async fn handle(&self, _: &SimRequest) -> SimResponse {
             self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hostile_retry_after_is_sent_as_is() {
+        for (fault, status, value) in [
+            (
+                Fault::hostile_retry_after(),
+                429,
+                HOSTILE_RETRY_AFTER_SECONDS,
+            ),
+            (
+                Fault::hostile_retry_after_date(),
+                503,
+                HOSTILE_RETRY_AFTER_DATE,
+            ),
+        ] {
+            let answer = neutral_fault(&fault).await.unwrap();
+            let server = SimServer::start(Arc::new(Answer(answer))).await.unwrap();
+            let response = reqwest::get(server.base_url()).await.unwrap();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()["retry-after"].to_str().unwrap(), value);
         }
     }
 

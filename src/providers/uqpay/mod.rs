@@ -182,6 +182,10 @@ impl ProviderSettings for Config {
     fn build(&self) -> Arc<dyn Provider> {
         Arc::new(UqPay::new(self.clone()))
     }
+
+    fn clear_pauses(&self) {
+        token::clear_mint_pause(&CredentialKey::of(self));
+    }
 }
 
 /// How the provider reaches the API: [`Http`] in the exporter; in unit tests, the simulator
@@ -245,11 +249,7 @@ struct Failure {
 
 impl UqPay {
     pub(crate) fn new(config: Config) -> Self {
-        let slot = token::slot_for(CredentialKey {
-            base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
-            client_id: config.client_id.clone(),
-            api_key: config.api_key.clone(),
-        });
+        let slot = token::slot_for(CredentialKey::of(&config));
         UqPay {
             token_url: join_url(&config.base_url, "/v1/connect/token"),
             list_url: join_url(&config.base_url, "/v2/payment/balances"),
@@ -531,7 +531,13 @@ fn lifetime(expired_at: Option<i64>, reference: SystemTime) -> Lifetime {
         return Lifetime::Fallback("the token answer has no expired_at".into());
     };
     let at = if expired_at >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(expired_at.unsigned_abs())
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(expired_at.unsigned_abs()));
+        let Some(at) = at else {
+            return Lifetime::Fallback(format!(
+                "expired_at {expired_at} is past the clock's range"
+            ));
+        };
+        at
     } else {
         SystemTime::UNIX_EPOCH
     };

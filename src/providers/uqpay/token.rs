@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::MutexGuard;
 use tokio::time::Instant;
 
+use crate::providers::http::{MIN_PAUSE_CAP, later};
 use crate::providers::{ErrorClass, ProviderError};
 use crate::secret::Secret;
 
@@ -30,6 +31,9 @@ pub const FALLBACK_LIFETIME: Duration = Duration::from_secs(30 * 60);
 pub const MAX_PLAUSIBLE_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long minting pauses after the token endpoint rate-limited us without `Retry-After`.
 pub const MINT_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest the token endpoint can pause minting, whatever its `Retry-After` says. The slot
+/// is shared by accounts of different poll intervals: the floor of every account's pause cap.
+pub const MAX_MINT_PAUSE: Duration = MIN_PAUSE_CAP;
 
 /// A token as the token endpoint gave it.
 #[derive(Debug)]
@@ -83,6 +87,17 @@ pub struct CredentialKey {
     pub api_key: Secret,
 }
 
+impl CredentialKey {
+    /// The credential set of an account's config.
+    pub fn of(config: &super::Config) -> Self {
+        CredentialKey {
+            base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
+            client_id: config.client_id.clone(),
+            api_key: config.api_key.clone(),
+        }
+    }
+}
+
 impl Hash for CredentialKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.base_url.hash(state);
@@ -96,6 +111,18 @@ impl Hash for CredentialKey {
 /// theirs, so the token carries over.
 static SLOTS: LazyLock<Mutex<HashMap<CredentialKey, Weak<TokenSlot>>>> =
     LazyLock::new(Mutex::default);
+
+/// Forgets the mint pause of `key`'s slot, if it has one, keeping its token: a reload starts
+/// with a clean slate, and does not mint again while the token is valid.
+pub fn clear_mint_pause(key: &CredentialKey) {
+    let slot = {
+        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(key).and_then(Weak::upgrade)
+    };
+    if let Some(slot) = slot {
+        *slot.pause() = None;
+    }
+}
 
 /// The process-wide slot of `key`.
 pub fn slot_for(key: CredentialKey) -> Arc<TokenSlot> {
@@ -113,14 +140,15 @@ pub fn slot_for(key: CredentialKey) -> Arc<TokenSlot> {
 #[derive(Default)]
 pub struct TokenSlot {
     state: tokio::sync::Mutex<SlotState>,
+    /// The token endpoint rate-limited us: no mint before this instant. Outside `state`, so
+    /// that a reload can clear it while a poll holds the slot.
+    mint_paused_until: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
 struct SlotState {
     token: Option<Arc<Token>>,
     generations: u64,
-    /// The token endpoint rate-limited us: no mint before this instant.
-    mint_paused_until: Option<Instant>,
     fallback_logged: bool,
 }
 
@@ -128,13 +156,20 @@ impl TokenSlot {
     /// Waits for the slot (another poll may be minting) until `deadline`.
     pub async fn lock(&self, deadline: Instant) -> Result<SlotGuard<'_>, ProviderError> {
         match tokio::time::timeout_at(deadline, self.state.lock()).await {
-            Ok(state) => Ok(SlotGuard { state }),
+            Ok(state) => Ok(SlotGuard { slot: self, state }),
             Err(_) => Err(ProviderError::new(
                 "timeout",
                 ErrorClass::Transport,
                 "no time left in this poll while another poll was minting the access token",
             )),
         }
+    }
+
+    fn pause(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A plain instant: still meaningful after a panic elsewhere.
+        self.mint_paused_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -153,6 +188,7 @@ pub enum Usable {
 
 /// The locked slot: one poll at a time decides whether to mint, and mints.
 pub struct SlotGuard<'a> {
+    slot: &'a TokenSlot,
     state: MutexGuard<'a, SlotState>,
 }
 
@@ -175,18 +211,24 @@ impl SlotGuard<'_> {
         }
     }
 
-    /// An error, without a request, while the token endpoint's `Retry-After` runs.
+    /// An error, without a request, while the token endpoint's `Retry-After` runs; it
+    /// carries the rest of the pause as its `retry_after`.
     pub fn check_mint_allowed(&self, now: Instant) -> Result<(), ProviderError> {
-        match self.state.mint_paused_until {
-            Some(until) if now < until => Err(ProviderError::new(
-                "too_many_requests",
-                ErrorClass::RateLimit,
-                format!(
-                    "the token endpoint asked to wait; next mint in {}s",
-                    until.saturating_duration_since(now).as_secs().max(1)
-                ),
-            )
-            .final_attempt()),
+        let paused_until = *self.slot.pause();
+        match paused_until {
+            Some(until) if now < until => {
+                let left = until.saturating_duration_since(now);
+                Err(ProviderError::new(
+                    "too_many_requests",
+                    ErrorClass::RateLimit,
+                    format!(
+                        "the token endpoint asked to wait; next mint in {}s",
+                        left.as_secs().max(1)
+                    ),
+                )
+                .with_retry_after(Some(left))
+                .final_attempt())
+            }
             _ => Ok(()),
         }
     }
@@ -205,7 +247,7 @@ impl SlotGuard<'_> {
             Err(error) => {
                 if error.class == ErrorClass::RateLimit {
                     let pause = error.retry_after.unwrap_or(MINT_BACKOFF);
-                    self.state.mint_paused_until = Some(now + pause);
+                    *self.slot.pause() = Some(later(now, pause.min(MAX_MINT_PAUSE)));
                 }
                 return match &self.state.token {
                     Some(token) if now < token.expires_at => {
@@ -220,9 +262,9 @@ impl SlotGuard<'_> {
                 };
             }
         };
-        self.state.mint_paused_until = None;
+        *self.slot.pause() = None;
         let lifetime = match minted.lifetime {
-            Lifetime::Stated(lifetime) => lifetime,
+            Lifetime::Stated(lifetime) => lifetime.min(MAX_PLAUSIBLE_LIFETIME),
             Lifetime::Fallback(reason) => {
                 if !std::mem::replace(&mut self.state.fallback_logged, true) {
                     tracing::warn!(
@@ -239,8 +281,8 @@ impl SlotGuard<'_> {
         let token = Arc::new(Token {
             value: minted.value,
             generation: self.state.generations,
-            expires_at: requested_at + lifetime,
-            refresh_at: requested_at + lifetime - refresh_margin(lifetime),
+            expires_at: later(requested_at, lifetime),
+            refresh_at: later(requested_at, lifetime - refresh_margin(lifetime)),
             refused_when_new: AtomicBool::new(false),
         });
         tracing::info!(
@@ -381,6 +423,69 @@ mod tests {
         let failed = ProviderError::new("http_502", ErrorClass::Server, "bad gateway");
         let _ = guard.store(Err(failed), Instant::now(), "t");
         assert!(guard.check_mint_allowed(Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hostile_retry_after_pauses_minting_ten_minutes_at_most() {
+        for asked in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            crate::providers::http::MAX_RETRY_AFTER,
+        ] {
+            let slot = slot();
+            let mut guard = slot.lock(Instant::now() + FAR).await.unwrap();
+            let limited =
+                ProviderError::new("too_many_requests", ErrorClass::RateLimit, "slow down")
+                    .with_retry_after(Some(asked));
+            let _ = guard.store(Err(limited), Instant::now(), "t");
+            let refused = guard.check_mint_allowed(Instant::now()).unwrap_err();
+            assert_eq!(refused.retry_after, Some(MAX_MINT_PAUSE), "{asked:?}");
+            tokio::time::advance(MAX_MINT_PAUSE - Duration::from_secs(1)).await;
+            assert!(guard.check_mint_allowed(Instant::now()).is_err());
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(
+                guard.check_mint_allowed(Instant::now()).is_ok(),
+                "{asked:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_stated_lifetime_is_capped_not_overflowed() {
+        let slot = slot();
+        let token = mint_into(&slot, "one", Duration::MAX).await;
+        assert_eq!(token.expires_at, Instant::now() + MAX_PLAUSIBLE_LIFETIME);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clearing_the_mint_pause_keeps_the_token() {
+        let key = CredentialKey {
+            base_url: "https://clear-mint-pause.invalid/api".into(),
+            client_id: "c".into(),
+            api_key: Secret::new("k"),
+        };
+        let slot = slot_for(key.clone());
+        mint_into(&slot, "one", HALF_HOUR).await;
+        // Due for refresh, the refresh rate-limited: the token is still valid and kept.
+        tokio::time::advance(HALF_HOUR - Duration::from_secs(30)).await;
+        let mut guard = slot.lock(Instant::now() + FAR).await.unwrap();
+        let limited = ProviderError::new("too_many_requests", ErrorClass::RateLimit, "slow down")
+            .with_retry_after(Some(Duration::from_secs(300)));
+        let kept = guard.store(Err(limited), Instant::now(), "t").unwrap();
+        assert!(guard.check_mint_allowed(Instant::now()).is_err());
+        // Cleared while a poll holds the slot, as a reload may.
+        clear_mint_pause(&key);
+        assert!(guard.check_mint_allowed(Instant::now()).is_ok());
+        assert_eq!(kept.value().expose(), "one");
+        assert_eq!(guard.state.token.as_ref().map(|t| t.generation), Some(1));
+        // A key no account uses is no slot; clearing it creates none.
+        let unused = CredentialKey {
+            api_key: Secret::new("unused"),
+            ..key
+        };
+        clear_mint_pause(&unused);
+        let slots = SLOTS.lock().unwrap();
+        assert!(!slots.contains_key(&unused));
     }
 
     #[tokio::test(start_paused = true)]

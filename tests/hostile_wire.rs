@@ -1,0 +1,229 @@
+//! Hostile values on the wire: a `Retry-After` that overflows naive time arithmetic, from
+//! every provider's simulator, neither panics `--once` nor stops the daemon's polling.
+
+mod common;
+
+use std::sync::Arc;
+
+use balance_exporter::providers::engagelab::Product;
+use balance_exporter::providers::engagelab::sim::{self as engagelab, EngageLabSim};
+use balance_exporter::providers::onerway::sim::{
+    OnerwaySim, SimAccount as OnerwayAccount, SimCurrency,
+};
+use balance_exporter::providers::payby::sim::{
+    PayBySim, SimAccount as PayByAccount, TEST_MERCHANT_PUBLIC_KEY, TEST_PAYBY_PRIVATE_KEY,
+};
+use balance_exporter::providers::payby::{SigningKey, VerifyingKey};
+use balance_exporter::providers::uqpay::sim::{SimBalance, SimClient, UqPaySim};
+use balance_exporter::sim::{Fault, Ledger, SimServer};
+use common::{Exporter, Exposition, TempDir, run_binary};
+use rust_decimal::Decimal;
+
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+const UQPAY_KEY: &str = "uqpay-api-key-0123456789";
+
+fn dec(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+/// Every simulator, each account answering with `fault` on every request (UQPay on its token
+/// endpoint, as the issue found it, and on its balance calls), and the config entries for them.
+struct Sims {
+    engagelab: Arc<EngageLabSim>,
+    _servers: Vec<SimServer>,
+    accounts: String,
+}
+
+async fn sims(fault: Fault) -> Sims {
+    let mut servers = Vec::new();
+    let mut accounts = String::new();
+
+    let engagelab = EngageLabSim::new(Product::Sms);
+    let mut account = engagelab::SimAccount::new(
+        "secret",
+        Ledger::fixed(dec("42.00")),
+        Ledger::fixed(Decimal::ZERO),
+    );
+    account.faults.always(fault.clone());
+    engagelab.add_account("key", account);
+    let server = engagelab.start().await.unwrap();
+    accounts += &format!(
+        "\n  - {{name: engagelab, provider: engagelab, product: sms, base_url: '{}', dev_key: key, dev_secret: secret}}",
+        server.base_url()
+    );
+    servers.push(server);
+
+    let payby = PayBySim::new(SigningKey::from_pem(TEST_PAYBY_PRIVATE_KEY).unwrap());
+    let mut account = PayByAccount::new(
+        VerifyingKey::from_text(TEST_MERCHANT_PUBLIC_KEY).unwrap(),
+        vec![("AED", Ledger::fixed(dec("10.00")))],
+    );
+    account.faults.always(fault.clone());
+    payby.add_account("200000018128", account);
+    let server = payby.start().await.unwrap();
+    accounts += &format!(
+        "\n  - {{name: payby, provider: payby, base_url: '{}', partner_id: '200000018128', private_key_file: '{TESTDATA}/payby/merchant_private_key_pkcs1.pem', payby_public_key_file: '{TESTDATA}/payby/payby_public_key.pem', currencies: [AED]}}",
+        server.base_url()
+    );
+    servers.push(server);
+
+    let onerway = OnerwaySim::new("/v1/account/balance", "/v1/account/overview");
+    let mut account = OnerwayAccount::new(vec![("USD", SimCurrency::simple(dec("15.00")))]);
+    account.faults.always(fault.clone());
+    onerway.add_account("onerway-key", account);
+    let server = onerway.start().await.unwrap();
+    accounts += &format!(
+        "\n  - {{name: onerway, provider: onerway, base_url: '{}', apikey: onerway-key, balance_path: /v1/account/balance, currencies: [USD]}}",
+        server.base_url()
+    );
+    servers.push(server);
+
+    let uqpay = UqPaySim::new();
+    let mut token_refused = SimClient::new(
+        UQPAY_KEY,
+        vec![SimBalance::new("SGD", Ledger::fixed(dec("5.00")))],
+    );
+    token_refused.token_faults.always(fault.clone());
+    uqpay.add_client("token-refused", token_refused);
+    let mut calls_refused = SimClient::new(
+        UQPAY_KEY,
+        vec![SimBalance::new("SGD", Ledger::fixed(dec("5.00")))],
+    );
+    calls_refused.faults.always(fault);
+    uqpay.add_client("calls-refused", calls_refused);
+    let server = uqpay.start().await.unwrap();
+    for (name, client) in [
+        ("uqpay-token", "token-refused"),
+        ("uqpay-calls", "calls-refused"),
+    ] {
+        accounts += &format!(
+            "\n  - {{name: {name}, provider: uqpay, base_url: '{}', client_id: {client}, api_key: {UQPAY_KEY}}}",
+            UqPaySim::base_url(&server)
+        );
+    }
+    servers.push(server);
+
+    Sims {
+        engagelab,
+        _servers: servers,
+        accounts,
+    }
+}
+
+const ACCOUNTS: [&str; 5] = [
+    "engagelab",
+    "payby",
+    "onerway",
+    "uqpay-token",
+    "uqpay-calls",
+];
+
+/// Runs `--once` off the async runtime, so the in-process simulators keep answering.
+async fn once(config: std::path::PathBuf) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        run_binary(&["--once", "--config.file", config.to_str().unwrap()], &[])
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn once_fails_cleanly_on_a_retry_after_past_the_clock_from_every_provider() {
+    for (tag, fault) in [
+        ("seconds", Fault::hostile_retry_after()),
+        ("date", Fault::hostile_retry_after_date()),
+    ] {
+        let sims = sims(fault).await;
+        let dir = TempDir::new(&format!("hostile-once-{tag}"));
+        let config = dir.write(
+            "config.yml",
+            &format!(
+                "global:\n  request_timeout: 5s\naccounts:{}\n",
+                sims.accounts
+            ),
+        );
+        let (code, stdout, stderr) = once(config).await;
+        // 101 is a panic; 1 is "some account failed", as it should be.
+        assert_eq!(code, 1, "{tag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{tag}: {stderr}");
+        let m = Exposition::parse(&stdout);
+        for account in ACCOUNTS {
+            assert_eq!(
+                m.expect("balance_up", &[("account", account)]),
+                0.0,
+                "{tag}: {account}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_keeps_polling_through_hostile_retry_afters() {
+    let sims = sims(Fault::hostile_retry_after_date()).await;
+    let yaml = format!(
+        "global:\n  poll_interval: 1s\n  request_timeout: 5s\naccounts:{}\n",
+        sims.accounts
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    // A 503 whose Retry-After is in year 9999 ends each poll; the next ones come on time.
+    for account in ACCOUNTS {
+        let polls = exporter.polls(account, 2).await;
+        assert!(
+            polls.iter().all(|p| p.outcome.is_err()),
+            "{account}: {polls:?}"
+        );
+    }
+    let m = exporter.scrape().await;
+    for account in ACCOUNTS {
+        assert_eq!(
+            m.expect("balance_up", &[("account", account)]),
+            0.0,
+            "{account}"
+        );
+        assert_eq!(
+            m.expect(
+                "balance_exporter_poller_restarts_total",
+                &[("account", account)]
+            ),
+            0.0,
+            "{account}: no poller died"
+        );
+    }
+    // The provider recovers: so does the account.
+    sims.engagelab.update("key", |a| a.faults.clear());
+    let recovered = loop {
+        let poll = exporter.poll("engagelab").await;
+        if poll.outcome.is_ok() {
+            break poll;
+        }
+    };
+    assert_eq!(recovered.account, "engagelab");
+    let m = exporter.scrape().await;
+    assert_eq!(m.expect("balance_up", &[("account", "engagelab")]), 1.0);
+}
+
+#[tokio::test]
+async fn a_rate_limit_past_the_clock_pauses_the_account_until_a_reload() {
+    let sims = sims(Fault::hostile_retry_after()).await;
+    let yaml = format!(
+        "global:\n  poll_interval: 1s\n  request_timeout: 5s\naccounts:{}\n",
+        sims.accounts
+    );
+    let config = balance_exporter::config::parse(
+        &yaml,
+        balance_exporter::config::Format::Yaml,
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let mut exporter = Exporter::start(&yaml).await;
+    let limited = exporter.poll("engagelab").await;
+    assert_eq!(limited.outcome.unwrap_err().code, "http_429");
+    // The pause is capped at ten minutes; a reload ends it at once, and the account is
+    // polled again on its interval.
+    sims.engagelab.update("key", |a| a.faults.clear());
+    let applied = exporter.scheduler.apply(&config).unwrap();
+    assert_eq!(applied.unchanged, ACCOUNTS.len());
+    assert!(exporter.poll("engagelab").await.outcome.is_ok());
+    let m = exporter.scrape().await;
+    assert_eq!(m.expect("balance_up", &[("account", "engagelab")]), 1.0);
+}
