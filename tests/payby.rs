@@ -274,7 +274,9 @@ async fn an_unsigned_generic_error_is_counted_under_its_code_and_retried() {
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     let m = exporter.scrape().await;
-    assert_eq!(errors(&m, "ae", "SYSTEM_ERROR", "server"), 1.0);
+    // Unsigned: labelled by its code, not by its msg.
+    assert_eq!(errors(&m, "ae", "gateway_500", "server"), 1.0);
+    assert_eq!(errors(&m, "ae", "SYSTEM_ERROR", "server"), 0.0);
     assert_eq!(errors(&m, "ae", "signature_missing", "signature"), 0.0);
     assert_eq!(m.expect("balance_amount", &[("account", "ae")]), 42.0);
 }
