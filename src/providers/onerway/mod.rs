@@ -204,21 +204,31 @@ impl Provider for Onerway {
         match &self.config.mode {
             Mode::Currencies { currencies, .. } => {
                 for currency in currencies {
-                    let data = http
+                    // Read inside the call, so that a misleading answer is counted as this
+                    // request's error.
+                    let answer = http
                         .call(
                             "balance",
                             |client| self.request(client, clock, Target::Currency(currency)),
-                            interpret,
+                            |response| {
+                                let data = interpret(response)?;
+                                let data: CurrencyData = parse_data(&data)?;
+                                let mut answer = Snapshot::default();
+                                add_asked_currency(&mut answer, &data, currency)?;
+                                Ok(answer)
+                            },
                         )
                         .await?;
-                    let data: CurrencyData = parse_data(&data)?;
-                    add_asked_currency(&mut snapshot, &data, currency)?;
+                    for balance in answer.balances {
+                        snapshot.add(&balance.currency, balance.kind, Some(balance.amount));
+                    }
+                    snapshot.statuses.extend(answer.statuses);
                 }
             }
             Mode::Overview {
                 display_currency, ..
             } => {
-                let data = http
+                snapshot = http
                     .call(
                         "overview",
                         |client| {
@@ -228,10 +238,11 @@ impl Provider for Onerway {
                                 Target::Overview(display_currency.as_deref()),
                             )
                         },
-                        interpret,
+                        |response| {
+                            parse_overview(&interpret(response)?, display_currency.as_deref())
+                        },
                     )
                     .await?;
-                snapshot = parse_overview(&data, display_currency.as_deref())?;
             }
         }
         Ok(snapshot)
