@@ -352,7 +352,8 @@ async fn misleading_answers_fail_the_poll_under_their_code_and_class() {
     );
     let mut exporter = Exporter::start(&yaml).await;
     exporter.poll("one").await.outcome.unwrap();
-    let cases: Vec<(Box<dyn Fn(&mut SimAccount)>, &str, &str)> = vec![
+    type Inject = Box<dyn Fn(&mut SimAccount)>;
+    let cases: Vec<(Inject, &str, &str)> = vec![
         (
             Box::new(|a| a.answer_faults.next(AnswerFault::SuccessWithoutData, 1)),
             "no_balance",
