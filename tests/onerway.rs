@@ -333,3 +333,75 @@ async fn a_clock_11_minutes_off_is_a_clock_error() {
     );
     assert_eq!(server.request_count(), 1);
 }
+
+/// Each misleading answer (issue 11) is a failed poll counted under its code and class; the
+/// good balance before it stays and nothing else shows.
+#[tokio::test]
+async fn misleading_answers_fail_the_poll_under_their_code_and_class() {
+    use balance_exporter::providers::onerway::sim::AnswerFault;
+
+    let (sim, server) = simulator(&[("key-main-0001", merchant())]).await;
+    let yaml = config(
+        "  poll_interval: 1s\n  request_timeout: 5s",
+        &[per_currency(
+            "one",
+            &server.base_url(),
+            "key-main-0001",
+            "[USD]",
+        )],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("one").await.outcome.unwrap();
+    type Inject = Box<dyn Fn(&mut SimAccount)>;
+    let cases: Vec<(Inject, &str, &str)> = vec![
+        (
+            Box::new(|a| a.answer_faults.next(AnswerFault::SuccessWithoutData, 1)),
+            "no_balance",
+            "decode",
+        ),
+        (
+            Box::new(|a| a.answer_faults.next(AnswerFault::EmptyObject, 1)),
+            "no_balance",
+            "decode",
+        ),
+        (
+            Box::new(|a| {
+                a.answer_faults
+                    .next(AnswerFault::WrongCurrency("EUR".into()), 1)
+            }),
+            "wrong_currency",
+            "decode",
+        ),
+        // The error envelope under HTTP 200.
+        (
+            Box::new(|a| a.faults.next(Fault::code("40003"), 1)),
+            "40003",
+            "auth",
+        ),
+    ];
+    let mut counted = std::collections::HashMap::new();
+    for (inject, code, class) in cases {
+        let expected = counted.entry(code).or_insert(0.0);
+        *expected += 1.0;
+        let expected = *expected;
+        sim.update("key-main-0001", |a| inject(a));
+        let error = exporter.poll("one").await.outcome.unwrap_err();
+        assert_eq!((error.code.as_str(), error.class.as_str()), (code, class));
+        let m = exporter.scrape().await;
+        assert_eq!(m.expect("balance_up", &[("account", "one")]), 0.0, "{code}");
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[("account", "one"), ("code", code), ("class", class)]
+            ),
+            expected,
+            "{code}"
+        );
+        assert_eq!(amount(&m, "one", "USD", "available"), 1500.0, "{code}");
+        assert!(
+            m.find("balance_amount", &[("account", "one"), ("currency", "EUR")])
+                .is_empty(),
+            "{code}"
+        );
+    }
+}

@@ -274,7 +274,9 @@ async fn an_unsigned_generic_error_is_counted_under_its_code_and_retried() {
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     let m = exporter.scrape().await;
-    assert_eq!(errors(&m, "ae", "SYSTEM_ERROR", "server"), 1.0);
+    // Unsigned: labelled by its code, not by its msg.
+    assert_eq!(errors(&m, "ae", "gateway_500", "server"), 1.0);
+    assert_eq!(errors(&m, "ae", "SYSTEM_ERROR", "server"), 0.0);
     assert_eq!(errors(&m, "ae", "signature_missing", "signature"), 0.0);
     assert_eq!(m.expect("balance_amount", &[("account", "ae")]), 42.0);
 }
@@ -488,4 +490,60 @@ async fn the_simulator_enforces_the_time_window_and_the_signature() {
     assert_eq!(msg(&answer), "UNAUTHORIZED");
     let (answer, _) = send(body, None).await;
     assert_eq!(msg(&answer), "UNAUTHORIZED");
+}
+
+/// Each misleading answer (issue 11) is a failed poll counted under its code and class: a
+/// signed success without body, a signed answer for another currency, an unsigned gateway
+/// error naming a documented msg. The good balance before stays; nothing else shows.
+#[tokio::test]
+async fn misleading_answers_fail_the_poll_under_their_code_and_class() {
+    use balance_exporter::providers::payby::sim::AnswerFault;
+
+    let (sim, server) = simulator(&[("100000000001", &[("AED", "500.00")])]).await;
+    let yaml = config(
+        "  poll_interval: 1s\n  request_timeout: 5s",
+        &[account("ae", &server.base_url(), "100000000001", "[AED]")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("ae").await.outcome.unwrap();
+    let unsigned = || AnswerFault::UnsignedGatewayError {
+        code: "5801".into(),
+        msg: "UNAUTHORIZED".into(),
+    };
+    for (fault, n, code, class) in [
+        (AnswerFault::SuccessWithoutBody, 1, "no_balance", "decode"),
+        (
+            AnswerFault::WrongCurrency("USD".into()),
+            1,
+            "wrong_currency",
+            "decode",
+        ),
+        // Retried as a server error: every attempt gets it (the last case: leftovers are moot).
+        (unsigned(), 10, "gateway_5801", "server"),
+    ] {
+        sim.update("100000000001", |a| a.answer_faults.next(fault.clone(), n));
+        let error = exporter.poll("ae").await.outcome.unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            (code, class),
+            "{fault:?}"
+        );
+        let m = exporter.scrape().await;
+        assert_eq!(m.expect("balance_up", &[("account", "ae")]), 0.0);
+        assert!(errors(&m, "ae", code, class) >= 1.0, "{fault:?}");
+        assert!(
+            m.find(
+                "balance_api_errors_total",
+                &[("account", "ae"), ("class", "auth")]
+            )
+            .iter()
+            .all(|s| s.value == 0.0),
+            "an unsigned UNAUTHORIZED is never an auth error"
+        );
+        assert_eq!(m.expect("balance_amount", &[("account", "ae")]), 500.0);
+        assert!(
+            m.find("balance_amount", &[("account", "ae"), ("currency", "USD")])
+                .is_empty()
+        );
+    }
 }

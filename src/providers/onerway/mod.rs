@@ -204,21 +204,31 @@ impl Provider for Onerway {
         match &self.config.mode {
             Mode::Currencies { currencies, .. } => {
                 for currency in currencies {
-                    let data = http
+                    // Read inside the call, so that a misleading answer is counted as this
+                    // request's error.
+                    let answer = http
                         .call(
                             "balance",
                             |client| self.request(client, clock, Target::Currency(currency)),
-                            interpret,
+                            |response| {
+                                let data = interpret(response)?;
+                                let data: CurrencyData = parse_data(&data)?;
+                                let mut answer = Snapshot::default();
+                                add_asked_currency(&mut answer, &data, currency)?;
+                                Ok(answer)
+                            },
                         )
                         .await?;
-                    let data: CurrencyData = parse_data(&data)?;
-                    add_currency(&mut snapshot, &data, Some(currency))?;
+                    for balance in answer.balances {
+                        snapshot.add(&balance.currency, balance.kind, Some(balance.amount));
+                    }
+                    snapshot.statuses.extend(answer.statuses);
                 }
             }
             Mode::Overview {
                 display_currency, ..
             } => {
-                let data = http
+                snapshot = http
                     .call(
                         "overview",
                         |client| {
@@ -228,10 +238,11 @@ impl Provider for Onerway {
                                 Target::Overview(display_currency.as_deref()),
                             )
                         },
-                        interpret,
+                        |response| {
+                            parse_overview(&interpret(response)?, display_currency.as_deref())
+                        },
                     )
                     .await?;
-                snapshot = parse_overview(&data, display_currency.as_deref())?;
             }
         }
         Ok(snapshot)
@@ -372,6 +383,14 @@ pub fn interpret(response: &Response) -> Result<String, ProviderError> {
         Err(_) if !response.is_success() => return Err(response.status_error()),
         Err(e) => return Err(ProviderError::decode(format!("unexpected answer: {e}"))),
     };
+    let has_data = envelope.data.is_some_and(|d| d.get() != "null");
+    if envelope.code.is_none() && envelope.resp_code.is_none() && !has_data && response.is_success()
+    {
+        // `{}` or any object with nothing of Onerway's in it: a wrong base_url, a proxy.
+        return Err(ProviderError::no_balance(
+            "answer without code, respCode or data",
+        ));
+    }
     if !envelope.is_success() {
         return Err(envelope.error(response));
     }
@@ -380,7 +399,7 @@ pub fn interpret(response: &Response) -> Result<String, ProviderError> {
     }
     match envelope.data {
         Some(data) if data.get() != "null" => Ok(data.get().to_owned()),
-        _ => Err(ProviderError::decode("success without data")),
+        _ => Err(ProviderError::no_balance("success without data")),
     }
 }
 
@@ -461,6 +480,40 @@ fn add_currency(
     Ok(())
 }
 
+/// Adds the answer to a question about `asked`. The answer is tied to its question: its
+/// `currency` must be `asked` (else `wrong_currency`, nothing exported), and it must carry at
+/// least one of the documented amount fields (else `no_balance`).
+fn add_asked_currency(
+    snapshot: &mut Snapshot,
+    data: &CurrencyData<'_>,
+    asked: &str,
+) -> Result<(), ProviderError> {
+    let amounts = [
+        data.available_balance,
+        data.withdrawable_balance,
+        data.fund_on_hold,
+        data.deposit_balance,
+        data.total_balance,
+    ];
+    if amounts.iter().all(Option::is_none) {
+        return Err(ProviderError::no_balance(
+            "data without any of the documented balance fields",
+        ));
+    }
+    match currency_code(data.currency.as_deref()) {
+        Some(currency) if currency == asked => {}
+        Some(currency) => return Err(ProviderError::wrong_currency(asked, &currency)),
+        None => {
+            return Err(ProviderError::new(
+                crate::providers::codes::WRONG_CURRENCY,
+                ErrorClass::Decode,
+                format!("asked for {asked}, the answer names no valid currency"),
+            ));
+        }
+    }
+    add_currency(snapshot, data, Some(asked))
+}
+
 fn add_overview(
     snapshot: &mut Snapshot,
     data: &OverviewData<'_>,
@@ -469,7 +522,7 @@ fn add_overview(
     let balances = data
         .currency_balances
         .as_ref()
-        .ok_or_else(|| ProviderError::decode("overview without currencyBalances"))?;
+        .ok_or_else(|| ProviderError::no_balance("overview without currencyBalances"))?;
     for entry in balances {
         add_currency(snapshot, entry, None)?;
     }

@@ -51,6 +51,18 @@ impl SimCurrency {
     }
 }
 
+/// Answers that look like a success and are not (issue 11), request by request. An error
+/// under HTTP 200 needs none: `Fault::code("40003")` already answers with status 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerFault {
+    /// The success envelope without `data`.
+    SuccessWithoutData,
+    /// `{}` under HTTP 200.
+    EmptyObject,
+    /// A balance call answered with the data of this currency, whatever was asked.
+    WrongCurrency(String),
+}
+
 /// One simulated Onerway merchant, by apikey.
 #[derive(Debug, Clone)]
 pub struct SimAccount {
@@ -60,6 +72,8 @@ pub struct SimAccount {
     pub numeric_codes: bool,
     /// USD per unit of each currency, for the overview's converted total (1 when absent).
     pub usd_rates: Vec<(String, Decimal)>,
+    /// Successes replaced by a misleading answer, request by request.
+    pub answer_faults: FaultPlan<AnswerFault>,
     pub faults: FaultPlan,
 }
 
@@ -73,6 +87,7 @@ impl SimAccount {
             envelope: Envelope::RespCode20000,
             numeric_codes: false,
             usd_rates: Vec::new(),
+            answer_faults: FaultPlan::default(),
             faults: FaultPlan::default(),
         }
     }
@@ -277,7 +292,36 @@ impl OnerwaySim {
         }
         // Read the balances after any latency, as of when the answer is written.
         let account = lock(&self.accounts).get(apikey).cloned().unwrap_or(account);
-        reply(self.data(&request.path, &account, &asked))
+        let answer_fault = lock(&self.accounts)
+            .get_mut(apikey)
+            .and_then(|a| a.answer_faults.take());
+        match answer_fault {
+            None => reply(self.data(&request.path, &account, &asked)),
+            Some(AnswerFault::EmptyObject) => SimResponse::json(200, "{}"),
+            Some(AnswerFault::SuccessWithoutData) => {
+                let (code, text) = match style {
+                    Envelope::Code200 => ("code", "message"),
+                    Envelope::RespCode20000 => ("respCode", "respMsg"),
+                };
+                let value = code_json(
+                    if style == Envelope::Code200 {
+                        "200"
+                    } else {
+                        "20000"
+                    },
+                    numeric,
+                );
+                SimResponse::json(200, format!(r#"{{"{code}":{value},"{text}":"Success"}}"#))
+            }
+            Some(AnswerFault::WrongCurrency(other)) => {
+                let b = account
+                    .currencies
+                    .first()
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_else(|| SimCurrency::simple(Decimal::ONE));
+                reply(Ok(currency_json(&other, &b)))
+            }
+        }
     }
 }
 

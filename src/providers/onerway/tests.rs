@@ -120,12 +120,21 @@ fn both_success_envelopes_with_codes_as_strings_or_numbers() {
     ] {
         assert_eq!(ok(body).unwrap(), r#"{"currency":"USD"}"#, "{body}");
     }
+    // A success without data, or nothing of Onerway's at all: no balance, a failure.
     for body in [
         r#"{"respCode":"20000","respMsg":"Success","data":null}"#,
         r#"{"respCode":"20000","respMsg":"Success"}"#,
-        r#"{"message":"success","data":{}}"#,
-        "[]",
+        r#"{"code":200,"message":"success"}"#,
+        "{}",
     ] {
+        let error = ok(body).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("no_balance", ErrorClass::Decode),
+            "{body}"
+        );
+    }
+    for body in [r#"{"message":"success","data":{}}"#, "[]"] {
         assert_eq!(ok(body).unwrap_err().code, "decode", "{body}");
     }
 }
@@ -300,4 +309,73 @@ fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
     crate::providers::fuzz::check(seeds, |status, body| {
         read_any(&crate::providers::fuzz::response(status, body, &[]));
     });
+}
+
+#[test]
+fn a_single_currency_answer_must_be_for_the_currency_asked_and_carry_a_balance() {
+    let read = |data: &str| {
+        let data: CurrencyData = parse_data(data).unwrap();
+        let mut snapshot = Snapshot::default();
+        add_asked_currency(&mut snapshot, &data, "USD").map(|()| snapshot)
+    };
+    let s = read(r#"{"currency":"usd","availableBalance":"1500.00"}"#).unwrap();
+    assert_eq!(s.balances.len(), 1);
+    assert_eq!(s.balances[0].currency, "USD");
+    for data in [
+        r#"{"currency":"EUR","availableBalance":"1500.00"}"#,
+        r#"{"availableBalance":"1500.00"}"#,
+        r#"{"currency":"U1D","availableBalance":"1500.00"}"#,
+    ] {
+        let error = read(data).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("wrong_currency", ErrorClass::Decode),
+            "{data}"
+        );
+        assert!(error.message.contains("USD"), "{}", error.message);
+    }
+    for data in ["{}", r#"{"currency":"USD","status":"ACTIVE"}"#] {
+        let error = read(data).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("no_balance", ErrorClass::Decode),
+            "{data}"
+        );
+    }
+    // An amount present but empty is no sample, not a failure of the answer.
+    assert!(
+        read(r#"{"currency":"USD","availableBalance":""}"#)
+            .unwrap()
+            .balances
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_overview_without_its_list_is_no_balance_and_an_empty_list_is_valid() {
+    let error =
+        parse_overview(r#"{"totalAmount":"1.00","displayCurrency":"USD"}"#, None).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("no_balance", ErrorClass::Decode)
+    );
+    let s = parse_overview(r#"{"currencyBalances":[]}"#, None).unwrap();
+    assert!(s.balances.is_empty());
+}
+
+#[test]
+fn an_error_under_http_200_counts_as_under_its_status() {
+    for body in [
+        r#"{"respCode":"40003","respMsg":"Unauthorized","data":null}"#,
+        r#"{"code":40003,"message":"Unauthorized"}"#,
+    ] {
+        for status in [200, 401, 403] {
+            let error = interpret(&response(status, body)).unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.class),
+                ("40003", ErrorClass::Auth),
+                "{body} under {status}"
+            );
+        }
+    }
 }

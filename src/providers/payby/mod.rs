@@ -226,7 +226,7 @@ impl Provider for PayBy {
                 .call(
                     ENDPOINT,
                     |client| self.request(client, clock, currency),
-                    |response| interpret(response, &self.config.payby_public_key),
+                    |response| interpret_for(response, &self.config.payby_public_key, currency),
                 )
                 .await?;
             for (currency, amount) in balances {
@@ -350,6 +350,56 @@ impl Head {
     }
 }
 
+impl Head {
+    /// A generic gateway error that came unsigned. Anyone on the path can write such an
+    /// answer, so nothing in it is believed beyond "the gateway failed": the class is always
+    /// `server`, and the label is [`gateway_label`] of the numeric code, never the `msg`
+    /// (an unsigned `UNAUTHORIZED` must not page as an auth failure). The msg stays in the
+    /// message for the operator.
+    fn unsigned_error(&self, response: &Response) -> ProviderError {
+        let msg = self.msg.as_deref().map(str::trim).unwrap_or("");
+        let code = self.code();
+        let trace = self
+            .trace_code
+            .as_ref()
+            .map(WireCode::as_str)
+            .unwrap_or("-");
+        let message = format!(
+            "unsigned gateway error, not verified: code {}, msg {}, traceCode {}",
+            label_text(code),
+            label_text(msg),
+            label_text(trace)
+        );
+        ProviderError::new(gateway_label(code), ErrorClass::Server, message)
+            .with_retry_after(response.retry_after())
+    }
+}
+
+/// The label of an unsigned generic gateway error (`head.code` accepted by
+/// [`is_generic_gateway_code`]): `gateway_<code>` for the seven HTTP-like codes and for
+/// `58` followed by two digits, `gateway_58xx` for anything else. At most 108 labels, whatever
+/// the answer says.
+pub fn gateway_label(code: &str) -> String {
+    let four_digit_58 =
+        code.len() == 4 && code.starts_with("58") && code.bytes().all(|b| b.is_ascii_digit());
+    if four_digit_58 || matches!(code, "400" | "402" | "403" | "404" | "500" | "504" | "601") {
+        format!("gateway_{code}")
+    } else {
+        "gateway_58xx".to_owned()
+    }
+}
+
+/// An unsigned answer without a head and with an error status: `http_<status>`, class
+/// `server` whatever the status, for the same reason as [`Head::unsigned_error`].
+fn unsigned_status_error(response: &Response) -> ProviderError {
+    ProviderError::new(
+        format!("http_{}", response.status),
+        ErrorClass::Server,
+        format!("HTTP {}, unsigned", response.status),
+    )
+    .with_retry_after(response.retry_after())
+}
+
 /// The class of an undocumented `head.code`, from its number.
 fn class_of_code(code: &str) -> ErrorClass {
     match code {
@@ -398,47 +448,81 @@ fn signature_error(code: &str, message: &str) -> ProviderError {
     ProviderError::new(code, ErrorClass::Signature, message)
 }
 
-/// Checks the answer's signature, then reads it: the balances it lists (currency, amount),
+/// Checks the answer's signature, then reads it: every balance it lists (currency, amount),
 /// or the error it reports. Public for `benches/parse.rs`.
 pub fn interpret(
     response: &Response,
     payby_key: &VerifyingKey,
 ) -> Result<Vec<(String, Decimal)>, ProviderError> {
+    verify(response, payby_key)?;
+    let listed = read_answer(response)?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|(currency, amount)| Some((currency, amount?)))
+        .collect())
+}
+
+/// [`interpret`] for the answer to a question about `asked`: the balances of `asked` it
+/// lists. An answer is tied to its question: one that lists balances but none of `asked` is
+/// `wrong_currency`, never exported under the currency it names. Other currencies listed
+/// beside `asked` are left out: each configured currency is asked for by its own call. An
+/// empty list is a valid answer (the account does not hold `asked`).
+pub fn interpret_for(
+    response: &Response,
+    payby_key: &VerifyingKey,
+    asked: &str,
+) -> Result<Vec<(String, Decimal)>, ProviderError> {
+    verify(response, payby_key)?;
+    let listed = read_answer(response)?;
+    let Some((first, _)) = listed.first() else {
+        return Ok(Vec::new());
+    };
+    if !listed.iter().any(|(currency, _)| currency == asked) {
+        return Err(ProviderError::wrong_currency(asked, first));
+    }
+    Ok(listed
+        .into_iter()
+        .filter(|(currency, _)| currency == asked)
+        .filter_map(|(currency, amount)| Some((currency, amount?)))
+        .collect())
+}
+
+/// Lets through only an answer that carries a valid signature; any other is an error:
+/// `signature_invalid`, `signature_missing`, or, unsigned, a generic gateway error that is
+/// believed no further than "the gateway failed" (class `server`).
+fn verify(response: &Response, payby_key: &VerifyingKey) -> Result<(), ProviderError> {
     let sign = response
         .header("sign")
         .map(str::trim)
         .filter(|s| !s.is_empty());
     match sign {
-        Some(sign) => {
-            if !payby_key.verify(&response.body, sign) {
-                return Err(signature_error(
-                    SIGNATURE_INVALID,
-                    "the answer's signature does not verify with the PayBy public key; ignored",
-                ));
-            }
-        }
+        Some(sign) if payby_key.verify(&response.body, sign) => Ok(()),
+        Some(_) => Err(signature_error(
+            SIGNATURE_INVALID,
+            "the answer's signature does not verify with the PayBy public key; ignored",
+        )),
         None => {
             // Believed only as a generic gateway error: such an answer can make a poll fail,
             // never show a balance.
             let head = serde_json::from_slice::<HeadOnly>(&response.body)
                 .ok()
                 .and_then(|h| h.head);
-            return Err(match head {
-                Some(head) if is_generic_gateway_code(head.code()) => head.error(response),
-                None if !response.is_success() => response.status_error(),
+            Err(match head {
+                Some(head) if is_generic_gateway_code(head.code()) => head.unsigned_error(response),
+                None if !response.is_success() => unsigned_status_error(response),
                 _ => signature_error(
                     SIGNATURE_MISSING,
                     "the answer has no sign header and is not a generic gateway error; ignored",
                 ),
-            });
+            })
         }
     }
-    read_answer(response)
 }
 
-/// Reads an answer whose signature has been verified: the balances it lists (currency,
-/// amount), or the error it reports.
-fn read_answer(response: &Response) -> Result<Vec<(String, Decimal)>, ProviderError> {
+/// Reads an answer whose signature has been verified: each balance it lists (currency, and
+/// amount if it has one), or the error it reports. A success must carry `body.balanceList`
+/// (else `no_balance`); an empty list is a valid answer.
+fn read_answer(response: &Response) -> Result<Vec<(String, Option<Decimal>)>, ProviderError> {
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),
@@ -446,7 +530,7 @@ fn read_answer(response: &Response) -> Result<Vec<(String, Decimal)>, ProviderEr
     };
     let Some(head) = envelope.head else {
         return Err(if response.is_success() {
-            ProviderError::decode("answer without head")
+            ProviderError::no_balance("answer without head")
         } else {
             response.status_error()
         });
@@ -460,21 +544,26 @@ fn read_answer(response: &Response) -> Result<Vec<(String, Decimal)>, ProviderEr
     let list = envelope
         .body
         .and_then(|b| b.balance_list)
-        .ok_or_else(|| ProviderError::decode("success without body.balanceList"))?;
+        .ok_or_else(|| ProviderError::no_balance("success without body.balanceList"))?;
     let mut out = Vec::with_capacity(list.len());
+    let entries = list.len();
     for entry in list {
         let Some(money) = entry.available_balance else {
             continue;
         };
         let amount = parse_amount(money.amount)
             .map_err(|e| ProviderError::decode(format!("availableBalance.amount: {e}")))?;
-        let Some(amount) = amount else { continue };
         let currency = money
             .currency
             .map(|c| c.trim().to_ascii_uppercase())
             .filter(|c| is_currency_code(c))
             .ok_or_else(|| ProviderError::decode("availableBalance without a valid currency"))?;
         out.push((currency, amount));
+    }
+    if entries > 0 && out.is_empty() {
+        return Err(ProviderError::no_balance(
+            "balanceList entries without availableBalance",
+        ));
     }
     Ok(out)
 }

@@ -48,6 +48,18 @@ pub enum Signing {
     GatewayErrorsUnsigned,
 }
 
+/// Answers to a balance call that look right and are not (issue 11), request by request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerFault {
+    /// A correctly signed SUCCESS head without `body`: no balance in it.
+    SuccessWithoutBody,
+    /// A correctly signed balance answer for this currency, whatever was asked.
+    WrongCurrency(String),
+    /// An unsigned generic gateway error with this `head.code` and a documented `msg`
+    /// (`5801` with `UNAUTHORIZED`, say): what anyone on the path could write.
+    UnsignedGatewayError { code: String, msg: String },
+}
+
 /// One simulated PayBy merchant, by partner id.
 #[derive(Debug, Clone)]
 pub struct SimAccount {
@@ -61,6 +73,8 @@ pub struct SimAccount {
     pub signing: Signing,
     /// Balance answers signed otherwise than `signing` says, request by request.
     pub signing_faults: FaultPlan<Signing>,
+    /// Balance answers replaced by a misleading one, request by request.
+    pub answer_faults: FaultPlan<AnswerFault>,
     pub faults: FaultPlan,
 }
 
@@ -76,6 +90,7 @@ impl SimAccount {
             list_all: false,
             signing: Signing::Valid,
             signing_faults: FaultPlan::default(),
+            answer_faults: FaultPlan::default(),
             faults: FaultPlan::default(),
         }
     }
@@ -269,7 +284,37 @@ impl PayBySim {
             .get_mut(&partner)
             .and_then(|a| a.signing_faults.take())
             .unwrap_or(signing);
-        self.balances(&account, &currency, signing)
+        let answer_fault = lock(&self.accounts)
+            .get_mut(&partner)
+            .and_then(|a| a.answer_faults.take());
+        match answer_fault {
+            None => self.balances(&account, &currency, signing),
+            Some(AnswerFault::SuccessWithoutBody) => {
+                let body = format!(r#"{{"head":{}}}"#, self.head("SUCCESS", "SUCCESS"));
+                self.signed(signing, 200, body)
+            }
+            Some(AnswerFault::WrongCurrency(other)) => {
+                let amount = account
+                    .balances
+                    .iter()
+                    .find(|(c, _)| *c == currency)
+                    .map(|(_, l)| l.amount(2))
+                    .unwrap_or(Decimal::ONE);
+                let body = format!(
+                    r#"{{"body":{{"balanceList":[{{"availableBalance":{{"amount":{amount},"currency":"{other}"}}}}],"memberId":"{}"}},"head":{}}}"#,
+                    account.member_id,
+                    self.head("SUCCESS", "SUCCESS")
+                );
+                self.signed(signing, 200, body)
+            }
+            Some(AnswerFault::UnsignedGatewayError { code, msg }) => {
+                let trace = self.trace.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    r#"{{"head":{{"applyStatus":"FAIL","code":"{code}","msg":"{msg}","success":false,"traceCode":"{trace}"}}}}"#
+                );
+                SimResponse::json(200, body)
+            }
+        }
     }
 }
 

@@ -125,6 +125,51 @@ fn key_problems_name_the_key_they_came_from() {
 }
 
 #[test]
+fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
+    let private_1024 = std::fs::read_to_string(format!(
+        "{TESTDATA}/keys-invalid/rsa1024_private_key_pkcs8.pem"
+    ))
+    .unwrap();
+    let public_1024 = keys::test_public_key_of(&private_1024);
+    let errors = parse(&account(&format!(
+        "    private_key_file: payby/merchant_private_key_pkcs1.pem
+    payby_public_key: {public_1024}
+    currencies: [AED]
+"
+    )))
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        ["accounts[0].payby_public_key: the RSA key has 1024 bits; at least 2048 are required"]
+    );
+    // Both at once: each names its own field, no key material.
+    let dir = std::env::temp_dir().join(format!("payby-1024-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let public_file = dir.join("payby_public_1024.pem");
+    std::fs::write(
+        &public_file,
+        format!("-----BEGIN PUBLIC KEY-----\n{public_1024}\n-----END PUBLIC KEY-----\n"),
+    )
+    .unwrap();
+    let errors = parse(&account(&format!(
+        "    private_key_file: keys-invalid/rsa1024_private_key_pkcs8.pem
+    payby_public_key_file: {}
+    currencies: [AED]
+",
+        public_file.display()
+    )))
+    .unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        errors,
+        [
+            "accounts[0].private_key_file: the RSA key has 1024 bits; at least 2048 are required",
+            "accounts[0].payby_public_key_file: the RSA key has 1024 bits; at least 2048 are required"
+        ]
+    );
+}
+
+#[test]
 fn currencies_are_required_and_checked() {
     let errors = parse(&account(KEYS)).unwrap_err();
     assert_eq!(errors, ["accounts[0].currencies: required but missing"]);
@@ -216,9 +261,10 @@ fn success_needs_both_apply_status_and_code_zero() {
         ("CURRENCY_CODE_NOT_SUPPORTED", ErrorClass::Client)
     );
     let no_list = r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"}}"#;
+    let error = interpret(&signed(200, no_list), &public).unwrap_err();
     assert_eq!(
-        interpret(&signed(200, no_list), &public).unwrap_err().code,
-        "decode"
+        (error.code.as_str(), error.class),
+        ("no_balance", ErrorClass::Decode)
     );
     let empty = r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"},"body":{"balanceList":[]}}"#;
     assert!(interpret(&signed(200, empty), &public).unwrap().is_empty());
@@ -234,45 +280,139 @@ fn success_needs_both_apply_status_and_code_zero() {
 #[test]
 fn unsigned_answers_are_believed_only_as_generic_gateway_errors() {
     let (_, public) = payby_key();
-    for (code, msg, label, class) in [
-        ("500", "SYSTEM_ERROR", "SYSTEM_ERROR", ErrorClass::Server),
-        (
-            "402",
-            "RATE_LIMIT_REJECT",
-            "RATE_LIMIT_REJECT",
-            ErrorClass::RateLimit,
-        ),
-        ("5801", "GATEWAY_BUSY", "GATEWAY_BUSY", ErrorClass::Server),
-        (
-            "400",
-            "REQUESTTIME_TOO_EARLY",
-            "REQUESTTIME_TOO_EARLY",
-            ErrorClass::Clock,
-        ),
+    // Whatever the msg, an unsigned gateway error is labelled by its code and classed
+    // `server`: a documented msg (UNAUTHORIZED, RATE_LIMIT_REJECT) is not believed.
+    for (code, msg, label) in [
+        ("500", "SYSTEM_ERROR", "gateway_500"),
+        ("402", "RATE_LIMIT_REJECT", "gateway_402"),
+        ("403", "UNAUTHORIZED", "gateway_403"),
+        ("5801", "UNAUTHORIZED", "gateway_5801"),
+        ("5801", "GATEWAY_BUSY", "gateway_5801"),
+        ("601", "RISK_FAIL", "gateway_601"),
+        ("400", "REQUESTTIME_TOO_EARLY", "gateway_400"),
+        ("58999999", "RATE_LIMIT_REJECT", "gateway_58xx"),
+        ("58a", "UNAUTHORIZED", "gateway_58xx"),
     ] {
-        let error = interpret(&response(200, &head("FAIL", code, msg), None), &public).unwrap_err();
-        assert_eq!(
-            (error.code.as_str(), error.class),
-            (label, class),
-            "{code} {msg}"
-        );
+        for status in [200, 401, 429, 503] {
+            let error =
+                interpret(&response(status, &head("FAIL", code, msg), None), &public).unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.class),
+                (label, ErrorClass::Server),
+                "{code} {msg} under HTTP {status}"
+            );
+            assert!(error.message.contains("unsigned"), "{}", error.message);
+        }
     }
     // A business error or a success must be signed.
     for body in [
         head("FAIL", "78001", "CURRENCY_CODE_NOT_SUPPORTED"),
         r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"},"body":{"balanceList":[]}}"#.to_owned(),
         "not json".to_owned(),
+        "{}".to_owned(),
     ] {
         let error = interpret(&response(200, &body, None), &public).unwrap_err();
         assert_eq!((error.code.as_str(), error.class), (SIGNATURE_MISSING, ErrorClass::Signature), "{body}");
         let error = interpret(&response(200, &body, Some("  ")), &public).unwrap_err();
         assert_eq!(error.code, SIGNATURE_MISSING);
     }
-    // A proxy's error page is an HTTP failure.
-    let error = interpret(&response(502, "<html>Bad Gateway</html>", None), &public).unwrap_err();
+    // A proxy's error page is an HTTP failure; unsigned, it is a server failure whatever the
+    // status says.
+    for (status, label) in [(502, "http_502"), (401, "http_401"), (429, "http_429")] {
+        let error = interpret(&response(status, "<html>no</html>", None), &public).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            (label, ErrorClass::Server)
+        );
+    }
+}
+
+#[test]
+fn unsigned_gateway_labels_are_a_bounded_set() {
+    let mut labels = std::collections::BTreeSet::new();
+    for n in 0..100_000u32 {
+        for code in [n.to_string(), format!("58{n}"), format!("{n:04}")] {
+            if is_generic_gateway_code(&code) {
+                labels.insert(gateway_label(&code));
+            }
+        }
+    }
+    assert_eq!(labels.len(), 108, "7 HTTP-like, 5800-5899, 58xx");
+    assert!(labels.contains("gateway_58xx") && labels.contains("gateway_5800"));
+}
+
+#[test]
+fn a_signed_error_counts_the_same_under_http_200_as_under_another_status() {
+    let (_, public) = payby_key();
+    for (msg, code, class) in [
+        ("UNAUTHORIZED", "403", ErrorClass::Auth),
+        ("RATE_LIMIT_REJECT", "402", ErrorClass::RateLimit),
+        ("SYSTEM_ERROR", "500", ErrorClass::Server),
+        ("CURRENCY_CODE_NOT_SUPPORTED", "78001", ErrorClass::Client),
+    ] {
+        let body = head("FAIL", code, msg);
+        for status in [200, 403, 500] {
+            let error = interpret(&signed(status, &body), &public).unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.class),
+                (msg, class),
+                "{msg} under HTTP {status}"
+            );
+        }
+    }
+}
+
+fn balance_list(entries: &str) -> String {
+    format!(
+        r#"{{"head":{{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"}},"body":{{"balanceList":[{entries}]}}}}"#
+    )
+}
+
+fn entry(currency: &str, amount: &str) -> String {
+    format!(r#"{{"availableBalance":{{"amount":{amount},"currency":"{currency}"}}}}"#)
+}
+
+#[test]
+fn a_signed_answer_must_be_for_the_currency_asked() {
+    let (_, public) = payby_key();
+    let read = |entries: &str| interpret_for(&signed(200, &balance_list(entries)), &public, "AED");
+    // Another currency only: wrong_currency, nothing exported.
+    let error = read(&entry("USD", "12.50")).unwrap_err();
     assert_eq!(
         (error.code.as_str(), error.class),
-        ("http_502", ErrorClass::Server)
+        ("wrong_currency", ErrorClass::Decode)
+    );
+    assert!(
+        error.message.contains("AED") && error.message.contains("USD"),
+        "{}",
+        error.message
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(
+        read(&entry("USD", "null")).unwrap_err().code,
+        "wrong_currency"
+    );
+    // The asked currency, with others beside it: only the asked one.
+    let both = format!("{},{}", entry("usd", "1"), entry("AED", "897993.88"));
+    assert_eq!(
+        read(&both).unwrap(),
+        [("AED".to_owned(), Decimal::new(89_799_388, 2))]
+    );
+    // Not held: an empty list. Held without an amount: no sample, not an error.
+    assert!(read("").unwrap().is_empty());
+    assert!(read(&entry("AED", "null")).unwrap().is_empty());
+    // Entries that carry no balance at all.
+    let error = read(r#"{},{"other":1}"#).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("no_balance", ErrorClass::Decode)
+    );
+    // interpret (the bench's) still reads every listed currency.
+    assert_eq!(
+        interpret(&signed(200, &balance_list(&both)), &public)
+            .unwrap()
+            .len(),
+        2
     );
 }
 
