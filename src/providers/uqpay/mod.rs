@@ -369,28 +369,37 @@ impl UqPay {
             url.query_pairs_mut()
                 .append_pair("page_number", &page.to_string())
                 .append_pair("page_size", &PAGE_SIZE.to_string());
-            let part = self.get(x, "balances", url, token, read_page).await?;
-            let total_pages = part.total_pages;
-            let length = part.entries.len() as u64;
-            merged.add(part.entries).map_err(Failure::from)?;
-            if page >= total_pages {
+            // Checked while interpreting the answer, so that the error is counted under its
+            // code like any other failed request.
+            let done = self
+                .get(x, "balances", url, token, |r| {
+                    let part = read_page(r)?;
+                    let total_pages = part.total_pages;
+                    let length = part.entries.len() as u64;
+                    merged.add(part.entries)?;
+                    if page >= total_pages {
+                        return Ok(true);
+                    }
+                    // Every page but the last is full: with pages of `per_page`, total_pages
+                    // claims more than (total_pages - 1) * per_page entries. Once that exceeds
+                    // `max`, walking on could only end in too_many_currencies: a hostile
+                    // total_pages costs one request.
+                    let per_page = *per_page.get_or_insert(length);
+                    if per_page == 0 {
+                        return Err(ProviderError::decode(format!(
+                            "page 1 of the balance list is empty but claims {total_pages} pages"
+                        )));
+                    }
+                    if total_pages > (max as u64).div_ceil(per_page) {
+                        return Err(too_many_currencies(format!(
+                            "the balance list claims {total_pages} pages of {per_page}: more than max_currencies ({max})"
+                        )));
+                    }
+                    Ok(false)
+                })
+                .await?;
+            if done {
                 return Ok(merged.snapshot);
-            }
-            // Every page but the last is full: with pages of `per_page`, `total_pages` claims
-            // more than (total_pages - 1) * per_page entries. Once that exceeds `max`, walking
-            // on could only end in too_many_currencies: a hostile total_pages costs one request.
-            let per_page = *per_page.get_or_insert(length);
-            if per_page == 0 {
-                return Err(ProviderError::decode(format!(
-                    "page 1 of the balance list is empty but claims {total_pages} pages"
-                ))
-                .into());
-            }
-            if total_pages > (max as u64).div_ceil(per_page) {
-                return Err(too_many_currencies(format!(
-                    "the balance list claims {total_pages} pages of {per_page}: more than max_currencies ({max})"
-                ))
-                .into());
             }
             page += 1;
         }
@@ -403,7 +412,7 @@ impl UqPay {
         endpoint: &'static str,
         url: reqwest::Url,
         token: &Secret,
-        parse: impl Fn(&Response) -> Result<T, ProviderError> + Send + Sync,
+        mut parse: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
     ) -> Result<T, Failure> {
         let c = &self.config;
         let mut unauthorized = false;
