@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance_exporter::providers::engagelab::Product;
-use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
+use balance_exporter::providers::engagelab::sim::{BodyFault, EngageLabSim, SimAccount};
 use balance_exporter::sim::{Fault, Ledger, SimServer};
 use common::{Exporter, assert_promtool_clean};
 use rust_decimal::Decimal;
@@ -685,4 +685,148 @@ async fn refused_connections_and_tls_failures_have_their_own_codes() {
         ),
         3.0
     );
+}
+
+/// Waits for the next failed poll of `account`: polls already under way may still succeed.
+async fn next_failure(
+    exporter: &mut Exporter,
+    account: &str,
+) -> balance_exporter::providers::ProviderError {
+    loop {
+        if let Err(error) = exporter.poll(account).await.outcome {
+            return error;
+        }
+    }
+}
+
+/// Polls every second; a fault queued for one request fails one poll, and the scrape right
+/// after that poll's event still sees its outcome.
+const FAST_POLLS: &str = "  poll_interval: 1s\n  request_timeout: 1s";
+
+#[tokio::test]
+async fn a_200_without_balances_is_a_failed_poll_and_the_last_balances_stay() {
+    let (sms_sim, sms_server) = simulator(Product::Sms, &[("sms", "s1", "10", "1")]).await;
+    let (otp_sim, otp_server) = simulator(Product::Otp, &[("otp", "s2", "20", "2")]).await;
+    let yaml = config(
+        FAST_POLLS,
+        &[
+            account("sms", "sms", &sms_server.base_url(), "sms", "s1"),
+            account("otp", "otp", &otp_server.base_url(), "otp", "s2"),
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    for name in ["sms", "otp"] {
+        exporter.poll(name).await.outcome.unwrap();
+    }
+    sms_sim.update("sms", |a| a.body_faults.next(BodyFault::NoBalance, 1));
+    otp_sim.update("otp", |a| a.body_faults.next(BodyFault::NoBalance, 1));
+    for (name, kind, amount) in [("sms", "total", 11.0), ("otp", "normal", 20.0)] {
+        let error = next_failure(&mut exporter, name).await;
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            ("no_balance", "decode"),
+            "{name}"
+        );
+        let m = exporter.scrape().await;
+        assert_eq!(m.expect("balance_up", &[("account", name)]), 0.0, "{name}");
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[
+                    ("account", name),
+                    ("code", "no_balance"),
+                    ("class", "decode")
+                ]
+            ),
+            1.0,
+            "{name}"
+        );
+        // The previous balances are still shown, with their amounts.
+        assert_eq!(m.find("balance_amount", &[("account", name)]).len(), 3);
+        assert_eq!(
+            m.expect("balance_amount", &[("account", name), ("kind", kind)]),
+            amount
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_error_under_200_is_counted_under_its_code_and_keeps_the_last_balances() {
+    let cases = [
+        ("bad-key", "2001", "auth"),
+        ("expired", "2002", "auth"),
+        ("unknown", "3999", "client"),
+    ];
+    let accounts: Vec<(&str, &str, &str, &str)> = cases
+        .iter()
+        .map(|(name, ..)| (*name, "secret", "42.5", "0"))
+        .collect();
+    let (sim, server) = simulator(Product::Sms, &accounts).await;
+    let yaml = config(
+        FAST_POLLS,
+        &cases
+            .iter()
+            .map(|(name, ..)| account(name, "sms", &server.base_url(), name, "secret"))
+            .collect::<Vec<_>>(),
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    for (name, code, _) in &cases {
+        exporter.poll(name).await.outcome.unwrap();
+        sim.update(name, |a| {
+            a.body_faults.next(BodyFault::error_under_200(*code), 1)
+        });
+    }
+    for (name, code, class) in &cases {
+        let error = next_failure(&mut exporter, name).await;
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            (*code, *class),
+            "{name}"
+        );
+        let m = exporter.scrape().await;
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[("account", name), ("code", code), ("class", class)]
+            ),
+            1.0,
+            "{name}: counted once, not retried"
+        );
+        assert_eq!(m.expect("balance_up", &[("account", name)]), 0.0);
+        assert_eq!(
+            m.expect("balance_amount", &[("account", name), ("kind", "normal")]),
+            42.5,
+            "{name}: the last good balance stays"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_internal_error_under_200_is_retried_as_a_500_is() {
+    let (sim, server) = simulator(Product::Sms, &[("key", "secret", "7", "0")]).await;
+    sim.update("key", |a| {
+        a.body_faults.always(BodyFault::error_under_200("1000"))
+    });
+    let yaml = config(
+        SLOW_POLLS,
+        &[account("down", "sms", &server.base_url(), "key", "secret")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let error = exporter.poll("down").await.outcome.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class.as_str()),
+        ("1000", "server")
+    );
+    let m = exporter.scrape().await;
+    // As `persistent_internal_errors_stop_after_three_attempts` with HTTP 500.
+    assert_eq!(
+        m.expect(
+            "balance_api_errors_total",
+            &[("account", "down"), ("code", "1000"), ("class", "server")]
+        ),
+        3.0
+    );
+    assert_eq!(server.request_count(), 3);
+    assert_eq!(m.expect("balance_up", &[("account", "down")]), 0.0);
+    assert!(m.find("balance_amount", &[("account", "down")]).is_empty());
 }

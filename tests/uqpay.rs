@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use balance_exporter::config::{self, Format};
-use balance_exporter::providers::uqpay::sim::{SimBalance, SimClient, UqPaySim};
+use balance_exporter::providers::uqpay::sim::{BodyFault, SimBalance, SimClient, UqPaySim};
 use balance_exporter::sim::{Fault, Ledger, SimRequest, SimServer};
 use common::{Daemon, Exporter, TempDir, assert_promtool_clean};
 use rust_decimal::Decimal;
@@ -589,7 +589,7 @@ async fn the_sub_account_header_is_sent_only_when_configured() {
     for r in &requests {
         let expected = (r.path == "/api/v2/payment/balances/USD").then(|| "sub-7".to_owned());
         assert_eq!(behalf(r), expected, "{} {:?}", r.path, r.query);
-        assert!(r.header("x-idempotency-key").is_none());
+        assert_eq!(r.header("x-idempotency-key").is_some(), !is_token_call(r));
     }
     assert_eq!(requests.len(), 3, "one token shared by both accounts");
     let m = exporter.scrape().await;
@@ -694,4 +694,162 @@ async fn secrets_stay_out_of_logs_metrics_and_the_status_page_and_a_lost_token_i
         assert!(!page.contains(secret));
     }
     assert!(metrics.contains("balance_token_refreshes_total"));
+}
+
+/// A UUID v4 as text: 8-4-4-4-12 hex digits, version 4, variant 10.
+fn is_uuid_v4(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups[2].starts_with('4')
+        && groups[3].starts_with(['8', '9', 'a', 'b'])
+}
+
+#[tokio::test]
+async fn every_balance_request_has_its_own_idempotency_key_and_the_mint_states_its_length() {
+    let (sim, server) = simulator(vec![(CLIENT, vec![balance("SGD", "1")])]).await;
+    // A 502 and a 429 first: both retried within the poll, each retry with a new key.
+    sim.update(CLIENT, |c| {
+        c.retry_after = Some("1".into());
+        c.faults.next(Fault::gateway_error(502), 1);
+        c.faults.next(Fault::code("too_many_requests"), 1);
+    });
+    let yaml = config(
+        "  poll_interval: 1s\n  request_timeout: 5s",
+        &[account("acq", &server, CLIENT, "")],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    // Slow first poll (retries): then a changed balance must show, not a replayed answer.
+    let mut first = exporter.poll("acq").await;
+    while first.outcome.is_err() {
+        first = exporter.poll("acq").await;
+    }
+    sim.update(CLIENT, |c| c.balances = vec![balance("SGD", "2.5")]);
+    exporter.poll("acq").await.outcome.unwrap();
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.expect(
+            "balance_amount",
+            &[("currency", "SGD"), ("kind", "available")]
+        ),
+        2.5
+    );
+    let requests = server.requests();
+    let keys: Vec<&str> = requests
+        .iter()
+        .filter(|r| is_list_call(r))
+        .map(|r| r.header("x-idempotency-key").unwrap())
+        .collect();
+    assert!(keys.len() >= 4, "{keys:?}");
+    let distinct: std::collections::HashSet<&&str> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "a key was reused: {keys:?}");
+    assert!(keys.iter().all(|k| is_uuid_v4(k)), "{keys:?}");
+    let mint = requests.iter().find(|r| is_token_call(r)).unwrap();
+    let lengths: Vec<_> = mint.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, ["0"], "exactly one Content-Length: 0 on the wire");
+    assert_eq!(mint.header("content-type"), Some("application/json"));
+    assert!(mint.body.is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_account_is_a_success_and_a_200_without_a_list_is_no_balance() {
+    let (sim, server) =
+        simulator(vec![("empty", vec![]), (CLIENT, vec![balance("SGD", "9")])]).await;
+    let yaml = config(
+        "  poll_interval: 1s\n  request_timeout: 1s",
+        &[
+            account("empty", &server, "empty", ""),
+            account("acq", &server, CLIENT, ""),
+            account("one", &server, CLIENT, "\n    currencies: [SGD]"),
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    exporter.poll("empty").await.outcome.unwrap();
+    exporter.poll("acq").await.outcome.unwrap();
+    exporter.poll("one").await.outcome.unwrap();
+    let m = exporter.scrape().await;
+    assert_eq!(m.expect("balance_up", &[("account", "empty")]), 1.0);
+    assert!(m.find("balance_amount", &[("account", "empty")]).is_empty());
+    sim.update(CLIENT, |c| c.body_faults.next(BodyFault::NoBalance, 2));
+    for name in ["acq", "one"] {
+        let error = loop {
+            if let Err(e) = exporter.poll(name).await.outcome {
+                break e;
+            }
+        };
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            ("no_balance", "decode"),
+            "{name}"
+        );
+        let m = exporter.scrape().await;
+        assert_eq!(m.expect("balance_up", &[("account", name)]), 0.0);
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[
+                    ("account", name),
+                    ("code", "no_balance"),
+                    ("class", "decode")
+                ]
+            ),
+            1.0
+        );
+        assert_eq!(
+            m.expect(
+                "balance_amount",
+                &[("account", name), ("kind", "available")]
+            ),
+            9.0,
+            "{name}: the last balances stay"
+        );
+    }
+}
+
+#[tokio::test]
+async fn thousands_of_currencies_and_overlong_pages_fail_the_poll_after_one_request() {
+    let (sim, server) = simulator(vec![
+        ("many", vec![balance("SGD", "1")]),
+        ("long", vec![balance("SGD", "1")]),
+    ])
+    .await;
+    sim.update("many", |c| {
+        c.body_faults.always(BodyFault::ManyCurrencies(5000))
+    });
+    sim.update("long", |c| c.body_faults.always(BodyFault::PageTooLong));
+    let yaml = config(
+        SLOW_POLLS,
+        &[
+            account("many", &server, "many", ""),
+            account("long", &server, "long", ""),
+        ],
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    for (name, code) in [("many", "too_many_currencies"), ("long", "page_too_long")] {
+        let error = exporter.poll(name).await.outcome.unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            (code, "decode"),
+            "{name}"
+        );
+        let m = exporter.scrape().await;
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[("account", name), ("code", code), ("class", "decode")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            m.expect(
+                "balance_api_requests_total",
+                &[("account", name), ("endpoint", "balances")]
+            ),
+            1.0,
+            "{name}: one page read"
+        );
+        assert!(m.find("balance_amount", &[("account", name)]).is_empty());
+    }
 }

@@ -150,6 +150,8 @@ pub mod codes {
     pub const TOO_MANY_CURRENCIES: &str = "too_many_currencies";
     /// A single-currency answer for another currency than asked.
     pub const WRONG_CURRENCY: &str = "wrong_currency";
+    /// A list page with more entries than the `page_size` asked for (UQPay).
+    pub const PAGE_TOO_LONG: &str = "page_too_long";
 
     /// Every code above. `http_<status>` codes are the exporter's too ([`is_exporter_code`]).
     pub const ALL: &[&str] = &[
@@ -165,6 +167,7 @@ pub mod codes {
         NO_BALANCE,
         TOO_MANY_CURRENCIES,
         WRONG_CURRENCY,
+        PAGE_TOO_LONG,
     ];
 
     /// Whether `code` is one of the exporter's own: one of [`ALL`] or `http_<status>` with a

@@ -4,7 +4,8 @@
 //! integer amounts x 10000 (exact) and float copies; it carries no currency, so the config
 //! names it. OTP answers with string amounts and its currency. Errors come as 4xx/5xx with
 //! `{"code": <int>, "message": "..."}`; code 2002 is documented with 401 and 403, so the HTTP
-//! status decides the class.
+//! status decides the class. The same envelope under a 2xx is the same error (see
+//! [`check_status`]), and a 2xx without any balance field is `no_balance`: never a success.
 
 pub mod sim;
 
@@ -154,24 +155,55 @@ impl Provider for EngageLab {
 struct ErrorBody {
     code: i64,
     #[serde(default)]
-    message: String,
+    message: Option<String>,
 }
 
-/// The error of a non-2xx answer: its `code` with a class from the HTTP status.
+/// The error of an answer that carries the error envelope: a non-2xx answer with its `code`
+/// and a class from the HTTP status, or a 2xx answer whose body is the envelope with a
+/// non-zero `code`.
+///
+/// Under a 2xx the status says nothing, so the class is the one the code is documented with
+/// (1000 server, 2001 and 2002 auth: the same as with their documented statuses, retries
+/// included). An undocumented code under a 2xx is `client`: it is a definite refusal, not a
+/// failure that waiting cures (so not retried), and a code we do not know must not raise the
+/// credentials alert that `auth` pages for.
 fn check_status(response: &Response) -> Result<(), ProviderError> {
+    let envelope = serde_json::from_slice::<ErrorBody>(&response.body).ok();
     if response.is_success() {
-        return Ok(());
+        return match envelope {
+            Some(body) if body.code != 0 => {
+                let code = body.code.to_string();
+                let class = DOCUMENTED_ERRORS
+                    .iter()
+                    .find(|(documented, _)| *documented == code)
+                    .map_or(ErrorClass::Client, |(_, class)| *class);
+                Err(envelope_error(code, class, body.message, response))
+            }
+            _ => Ok(()),
+        };
     }
-    match serde_json::from_slice::<ErrorBody>(&response.body) {
-        Ok(body) => {
+    match envelope {
+        Some(body) => {
             let class = ErrorClass::of_http_status(response.status);
-            Err(
-                ProviderError::new(body.code.to_string(), class, body.message)
-                    .with_retry_after(response.retry_after()),
-            )
+            Err(envelope_error(
+                body.code.to_string(),
+                class,
+                body.message,
+                response,
+            ))
         }
-        Err(_) => Err(response.status_error()),
+        None => Err(response.status_error()),
     }
+}
+
+fn envelope_error(
+    code: String,
+    class: ErrorClass,
+    message: Option<String>,
+    response: &Response,
+) -> ProviderError {
+    let message = message.unwrap_or_else(|| format!("HTTP {}", response.status));
+    ProviderError::new(code, class, message).with_retry_after(response.retry_after())
 }
 
 #[derive(Deserialize)]
@@ -207,6 +239,9 @@ pub fn parse_sms(response: &Response, currency: &str) -> Result<Snapshot, Provid
         };
         snapshot.add(currency, kind, amount);
     }
+    if snapshot.balances.is_empty() {
+        return Err(no_balance(response));
+    }
     Ok(snapshot)
 }
 
@@ -225,20 +260,35 @@ struct OtpBody<'a> {
 pub fn parse_otp(response: &Response) -> Result<Snapshot, ProviderError> {
     check_status(response)?;
     let body: OtpBody = response.json()?;
+    let amounts = [
+        ("normal", amount("normal", body.balance)?),
+        ("gift", amount("gift", body.gift_balance)?),
+        ("total", amount("total", body.total_balance)?),
+    ];
+    // Before the currency: `{}` is an answer without balances, not one without a currency.
+    if amounts.iter().all(|(_, a)| a.is_none()) {
+        return Err(no_balance(response));
+    }
     let currency = body
         .currency
         .map(|c| c.trim().to_ascii_uppercase())
         .filter(|c| is_currency_code(c))
         .ok_or_else(|| ProviderError::decode("OTP balance without a valid currency"))?;
     let mut snapshot = Snapshot::default();
-    for (kind, raw) in [
-        ("normal", body.balance),
-        ("gift", body.gift_balance),
-        ("total", body.total_balance),
-    ] {
-        snapshot.add(&currency, kind, amount(kind, raw)?);
+    for (kind, amount) in amounts {
+        snapshot.add(&currency, kind, amount);
     }
     Ok(snapshot)
+}
+
+/// A 2xx answer with none of the balance fields: a wrong `base_url`, a proxy's page, a
+/// changed API, or the other product's host.
+fn no_balance(response: &Response) -> ProviderError {
+    ProviderError::no_balance(format!(
+        "HTTP {} without any balance field ({} bytes)",
+        response.status,
+        response.body.len()
+    ))
 }
 
 fn amount(kind: &str, raw: Option<&RawValue>) -> Result<Option<Decimal>, ProviderError> {

@@ -1,5 +1,6 @@
 //! EngageLab in the simulator: `GET /v1/balance` with Basic auth (**enforced**), the SMS or
-//! OTP body, and the documented error bodies.
+//! OTP body, the documented error bodies, and answers that are wrong under a 2xx
+//! ([`BodyFault`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,26 @@ pub struct SimAccount {
     pub normal: Ledger,
     pub gift: Ledger,
     pub faults: FaultPlan,
+    /// Wrong answers under HTTP 200, drawn for requests that [`SimAccount::faults`] left
+    /// alone (so that each one drawn is one answered).
+    pub body_faults: FaultPlan<BodyFault>,
+}
+
+/// An EngageLab answer that is wrong under HTTP 200.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyFault {
+    /// `200 {}`: no balance field at all (a wrong `base_url`, a changed API). Counted as
+    /// `no_balance`.
+    NoBalance,
+    /// The documented error envelope of `code` (`1000`, `2001`, `2002`...) under HTTP 200.
+    /// Counted under `code` with its documented class.
+    ErrorUnder200 { code: String },
+}
+
+impl BodyFault {
+    pub fn error_under_200(code: impl Into<String>) -> Self {
+        BodyFault::ErrorUnder200 { code: code.into() }
+    }
 }
 
 impl SimAccount {
@@ -32,6 +53,7 @@ impl SimAccount {
             normal,
             gift,
             faults: FaultPlan::default(),
+            body_faults: FaultPlan::default(),
         }
     }
 }
@@ -79,6 +101,10 @@ impl EngageLabSim {
 
     fn take_fault(&self, dev_key: &str) -> Option<Fault> {
         lock(&self.accounts).get_mut(dev_key)?.faults.take()
+    }
+
+    fn take_body_fault(&self, dev_key: &str) -> Option<BodyFault> {
+        lock(&self.accounts).get_mut(dev_key)?.body_faults.take()
     }
 
     fn balance_body(&self, account: &SimAccount) -> String {
@@ -147,6 +173,11 @@ impl SimHandler for EngageLabSim {
             if let Some(response) = neutral_fault(&fault).await {
                 return response;
             }
+        }
+        match self.take_body_fault(&dev_key) {
+            Some(BodyFault::NoBalance) => return SimResponse::json(200, "{}"),
+            Some(BodyFault::ErrorUnder200 { code }) => return error_response(&code, Some(200)),
+            None => {}
         }
         // Read the account after any latency, so a slow answer carries the balance of when
         // it was sent.

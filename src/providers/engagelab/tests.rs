@@ -57,3 +57,123 @@ fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
         let _ = parse_otp(&response);
     });
 }
+
+fn at(status: u16, body: &str) -> Response {
+    fuzz::response(status, body.as_bytes(), &[])
+}
+
+#[test]
+fn a_2xx_without_any_balance_field_is_no_balance_never_a_success() {
+    for body in [
+        "{}",
+        r#"{"foo":1}"#,
+        r#"{"code":0,"message":"success"}"#,
+        r#"{"balance":null,"gift_balance":null,"total_balance":null}"#,
+        r#"{"currency":"USD"}"#,
+    ] {
+        for (product, result) in [
+            ("sms", parse_sms(&at(200, body), "USD")),
+            ("otp", parse_otp(&at(200, body))),
+        ] {
+            let error = result.unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.class),
+                ("no_balance", ErrorClass::Decode),
+                "{product} {body}"
+            );
+        }
+    }
+    // One field is enough: a partial answer is an answer.
+    let sms = parse_sms(&at(200, r#"{"balance10000":50000}"#), "USD").unwrap();
+    assert_eq!(sms.balances.len(), 1);
+    assert_eq!(sms.balances[0].amount, Decimal::from(5));
+    let otp = parse_otp(&at(200, r#"{"currency":"EUR","gift_balance":"1.5000"}"#)).unwrap();
+    assert_eq!(otp.balances.len(), 1);
+    // A code 0 beside balances is not an error.
+    let ok = parse_sms(&at(200, r#"{"code":0,"balance":1.5}"#), "USD").unwrap();
+    assert_eq!(ok.balances[0].amount, Decimal::new(15, 1));
+    // Amounts without a currency stay a decode error of their own.
+    assert_eq!(
+        parse_otp(&at(200, r#"{"balance":"1.0000"}"#))
+            .unwrap_err()
+            .code,
+        "decode"
+    );
+}
+
+#[test]
+fn an_error_envelope_under_200_is_the_error_it_is_with_its_documented_status() {
+    for (code, status, class) in [
+        ("2001", 401, ErrorClass::Auth),
+        ("2002", 401, ErrorClass::Auth),
+        ("2002", 403, ErrorClass::Auth),
+        ("1000", 500, ErrorClass::Server),
+    ] {
+        let body = format!(r#"{{"code":{code},"message":"m {code}"}}"#);
+        let under_200 = parse_sms(&at(200, &body), "USD").unwrap_err();
+        let documented = parse_sms(&at(status, &body), "USD").unwrap_err();
+        for error in [&under_200, &documented] {
+            assert_eq!((error.code.as_str(), error.class), (code, class), "{body}");
+            assert_eq!(error.message, format!("m {code}"));
+        }
+        assert_eq!(
+            under_200.is_retryable(),
+            documented.is_retryable(),
+            "{body}"
+        );
+        assert_eq!(parse_otp(&at(200, &body)).unwrap_err().code, code);
+    }
+    assert!(
+        parse_sms(&at(200, r#"{"code":1000}"#), "USD")
+            .unwrap_err()
+            .is_retryable()
+    );
+    // Undocumented: counted under its code as a refusal, not retried, not `auth`.
+    let unknown = parse_otp(&at(200, r#"{"code":3005,"message":"x"}"#)).unwrap_err();
+    assert_eq!(
+        (unknown.code.as_str(), unknown.class),
+        ("3005", ErrorClass::Client)
+    );
+    assert!(!unknown.is_retryable());
+    // Even beside balance fields, a non-zero code is an error.
+    let mixed = parse_sms(&at(200, r#"{"code":2001,"balance":1}"#), "USD").unwrap_err();
+    assert_eq!(mixed.code, "2001");
+}
+
+#[test]
+fn the_simulator_answers_its_200_faults() {
+    fuzz::block_on(async {
+        let sim = EngageLabSim::new(Product::Sms);
+        let mut account = SimAccount::new(
+            "secret",
+            Ledger::fixed(Decimal::ONE),
+            Ledger::fixed(Decimal::ZERO),
+        );
+        account
+            .body_faults
+            .next(super::sim::BodyFault::NoBalance, 1);
+        account
+            .body_faults
+            .next(super::sim::BodyFault::error_under_200("2001"), 1);
+        // A neutral fault takes the request: the body fault waits for the next one.
+        account.faults.next(Fault::code("1000"), 1);
+        sim.add_account("key", account);
+        let good = fuzz::sim_request(
+            "GET",
+            "/v1/balance",
+            None,
+            &[("authorization", "Basic a2V5OnNlY3JldA==")],
+            vec![],
+        );
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let r = sim.handle(&good).await;
+            answers.push((r.status, String::from_utf8_lossy(&r.body).into_owned()));
+        }
+        assert_eq!(answers[0].0, 500);
+        assert_eq!(answers[1], (200, "{}".to_owned()));
+        assert_eq!(answers[2].0, 200);
+        assert!(answers[2].1.contains(r#""code":2001"#), "{}", answers[2].1);
+        assert!(answers[3].1.contains("balance10000"), "{}", answers[3].1);
+    });
+}

@@ -10,8 +10,9 @@
 //! `{"type","code","message"}` (string or numeric `code`), as the auth gateway's
 //! `{"error","message"}`, or not as JSON at all.
 //!
-//! No `x-idempotency-key` is sent: the balance calls are GETs, and a reused key would replay a
-//! stale balance for a day.
+//! Every balance request carries a fresh UUIDv4 `x-idempotency-key` (built per attempt, so a
+//! retry gets a new one): the reference marks it required, and a reused key would replay a
+//! stale balance for a day. The token mint states its empty body (`Content-Length: 0`).
 
 pub mod sim;
 pub mod token;
@@ -23,7 +24,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, DATE, HeaderValue};
+use std::collections::HashSet;
+
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderValue};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -33,20 +36,20 @@ use self::token::{
     CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, Usable,
 };
 use super::http::join_url;
-use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
+use super::{
+    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response, codes,
+};
 use crate::clock::{Clock, signed_seconds_between};
 use crate::config::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::{Secret, redact};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Balance, Snapshot};
 
 pub const PRODUCTION_BASE_URL: &str = "https://api.uqpay.com/api";
 pub const SANDBOX_BASE_URL: &str = "https://api-sandbox.uqpaytech.com/api";
 
 /// Entries asked for per page of the balance list.
 pub const PAGE_SIZE: u32 = 100;
-/// More pages than this (10,000 currencies) is taken for a broken answer, not walked.
-const MAX_PAGES: u64 = 100;
 
 /// The kinds, with the wire field of each.
 const FIELDS: [(&str, &str); 6] = [
@@ -197,6 +200,8 @@ pub(crate) trait Transport: Sync {
     fn clock(&self) -> Clock;
     /// The account polled, for logs.
     fn account(&self) -> &str;
+    /// [`Http::max_currencies`].
+    fn max_currencies(&self) -> usize;
     fn count_token_refresh(&self);
     /// [`Http::call`].
     fn call<T: Send>(
@@ -218,6 +223,10 @@ impl Transport for Http<'_> {
 
     fn account(&self) -> &str {
         self.telemetry().account()
+    }
+
+    fn max_currencies(&self) -> usize {
+        Http::max_currencies(self)
     }
 
     fn count_token_refresh(&self) {
@@ -313,9 +322,13 @@ impl UqPay {
         x.call(
             "token",
             |client| {
+                // An empty body stated as such: without a length a front end may answer 411.
                 Ok(client
                     .post(self.token_url.clone())
                     .header(ACCEPT, "application/json")
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(CONTENT_LENGTH, "0")
+                    .body(Vec::new())
                     .header("x-client-id", &c.client_id)
                     .header("x-api-key", sensitive(c.api_key.expose())?))
             },
@@ -327,7 +340,7 @@ impl UqPay {
     async fn balances<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
         match &self.config.currencies {
             Some(currencies) => {
-                let mut snapshot = Snapshot::default();
+                let mut merged = Merged::new(usize::MAX);
                 for currency in currencies {
                     let url = join_url(
                         &self.config.base_url,
@@ -336,35 +349,59 @@ impl UqPay {
                     let one = self
                         .get(x, "balance", url, token, |r| parse_single(r, currency))
                         .await?;
-                    merge(&mut snapshot, one);
+                    merged.add(one).map_err(Failure::from)?;
                 }
-                Ok(snapshot)
+                Ok(merged.snapshot)
             }
-            None => {
-                let mut snapshot = Snapshot::default();
-                let mut page: u64 = 1;
-                loop {
-                    let mut url = self.list_url.clone();
-                    url.query_pairs_mut()
-                        .append_pair("page_number", &page.to_string())
-                        .append_pair("page_size", &PAGE_SIZE.to_string());
-                    let (part, total_pages) =
-                        self.get(x, "balances", url, token, parse_page).await?;
-                    merge(&mut snapshot, part);
+            None => self.walk(x, token).await,
+        }
+    }
+
+    /// Every page of the list, within `max_currencies`: past it the walk stops at once
+    /// (`too_many_currencies`), and pages are only fetched while the list can still fit.
+    async fn walk<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
+        let max = x.max_currencies();
+        let mut merged = Merged::new(max);
+        let mut per_page: Option<u64> = None;
+        let mut page: u64 = 1;
+        loop {
+            let mut url = self.list_url.clone();
+            url.query_pairs_mut()
+                .append_pair("page_number", &page.to_string())
+                .append_pair("page_size", &PAGE_SIZE.to_string());
+            // Checked while interpreting the answer, so that the error is counted under its
+            // code like any other failed request.
+            let done = self
+                .get(x, "balances", url, token, |r| {
+                    let part = read_page(r)?;
+                    let total_pages = part.total_pages;
+                    let length = part.entries.len() as u64;
+                    merged.add(part.entries)?;
                     if page >= total_pages {
-                        return Ok(snapshot);
+                        return Ok(true);
                     }
-                    if page >= MAX_PAGES {
-                        return Err(Failure {
-                            error: ProviderError::decode(format!(
-                                "the balance list claims {total_pages} pages; stopped after {MAX_PAGES}"
-                            )),
-                            unauthorized: false,
-                        });
+                    // Every page but the last is full: with pages of `per_page`, total_pages
+                    // claims more than (total_pages - 1) * per_page entries. Once that exceeds
+                    // `max`, walking on could only end in too_many_currencies: a hostile
+                    // total_pages costs one request.
+                    let per_page = *per_page.get_or_insert(length);
+                    if per_page == 0 {
+                        return Err(ProviderError::decode(format!(
+                            "page 1 of the balance list is empty but claims {total_pages} pages"
+                        )));
                     }
-                    page += 1;
-                }
+                    if total_pages > (max as u64).div_ceil(per_page) {
+                        return Err(too_many_currencies(format!(
+                            "the balance list claims {total_pages} pages of {per_page}: more than max_currencies ({max})"
+                        )));
+                    }
+                    Ok(false)
+                })
+                .await?;
+            if done {
+                return Ok(merged.snapshot);
             }
+            page += 1;
         }
     }
 
@@ -375,7 +412,7 @@ impl UqPay {
         endpoint: &'static str,
         url: reqwest::Url,
         token: &Secret,
-        parse: impl Fn(&Response) -> Result<T, ProviderError> + Send + Sync,
+        mut parse: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
     ) -> Result<T, Failure> {
         let c = &self.config;
         let mut unauthorized = false;
@@ -387,6 +424,7 @@ impl UqPay {
                         .get(url.clone())
                         .header(ACCEPT, "application/json")
                         .header("x-client-id", &c.client_id)
+                        .header("x-idempotency-key", new_idempotency_key())
                         .header(
                             "x-auth-token",
                             sensitive(&format!("Bearer {}", token.expose()))?,
@@ -401,7 +439,19 @@ impl UqPay {
                     if !response.is_success() {
                         return Err(error_from(response, token));
                     }
-                    parse(response)
+                    match parse(response) {
+                        // An error envelope under a 2xx is that error, as with its status.
+                        Err(e) if e.code == codes::NO_BALANCE => {
+                            match envelope_under_2xx(response, token) {
+                                Some(error) => {
+                                    unauthorized = error.code == "unauthorized";
+                                    Err(error)
+                                }
+                                None => Err(e),
+                            }
+                        }
+                        other => other,
+                    }
                 },
             )
             .await;
@@ -432,10 +482,90 @@ fn sensitive(value: &str) -> Result<HeaderValue, ProviderError> {
     Ok(value)
 }
 
-fn merge(into: &mut Snapshot, part: Snapshot) {
-    for balance in part.balances {
-        into.add(&balance.currency, balance.kind, Some(balance.amount));
+impl From<ProviderError> for Failure {
+    fn from(error: ProviderError) -> Self {
+        Failure {
+            error,
+            unauthorized: false,
+        }
     }
+}
+
+/// A random (version 4) UUID for `x-idempotency-key`.
+fn new_idempotency_key() -> String {
+    let bits = rand::random::<u128>();
+    // Version 4 in the 13th hex digit, variant `10` in the top bits of the 17th.
+    let bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    let bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn too_many_currencies(message: String) -> ProviderError {
+    ProviderError::new(codes::TOO_MANY_CURRENCIES, ErrorClass::Decode, message)
+}
+
+/// One poll's balances, merged in linear time (a set of currency and kind, not a scan): a
+/// currency and kind already present keeps its first amount. More than `max` currencies
+/// with a balance is `too_many_currencies`, as soon as the one too many arrives.
+struct Merged {
+    snapshot: Snapshot,
+    seen: HashSet<(String, &'static str)>,
+    currencies: HashSet<String>,
+    max: usize,
+}
+
+impl Merged {
+    fn new(max: usize) -> Self {
+        Merged {
+            snapshot: Snapshot::default(),
+            seen: HashSet::new(),
+            currencies: HashSet::new(),
+            max,
+        }
+    }
+
+    fn add(&mut self, entries: Vec<ReadEntry>) -> Result<(), ProviderError> {
+        for (currency, amounts) in entries {
+            if amounts.iter().all(Option::is_none) {
+                continue;
+            }
+            if !self.currencies.contains(&currency) {
+                if self.currencies.len() >= self.max {
+                    return Err(too_many_currencies(format!(
+                        "more than max_currencies ({}) currencies",
+                        self.max
+                    )));
+                }
+                self.currencies.insert(currency.clone());
+            }
+            for ((kind, _), amount) in FIELDS.iter().zip(amounts) {
+                let Some(amount) = amount else { continue };
+                if self.seen.insert((currency.clone(), kind)) {
+                    self.snapshot.balances.push(Balance {
+                        currency: currency.clone(),
+                        kind,
+                        amount,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An error envelope (`code` or the gateway's `error`) in a 2xx answer without balances.
+fn envelope_under_2xx(response: &Response, token: &Secret) -> Option<ProviderError> {
+    let body = serde_json::from_slice::<ErrorBody>(&response.body).ok()?;
+    [&body.code, &body.error].into_iter().find_map(code_text)?;
+    Some(error_from(response, token))
 }
 
 #[derive(Deserialize)]
@@ -578,32 +708,31 @@ struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// Adds this entry's amounts under `currency` (its own, or the one asked for).
-    fn add_to(&self, snapshot: &mut Snapshot, asked: Option<&str>) -> Result<(), ProviderError> {
+    /// This entry's currency (its own, or the one asked for) and amounts.
+    fn read(&self, asked: Option<&str>) -> Result<ReadEntry, ProviderError> {
         let wire = self
             .currency
             .as_deref()
             .map(|c| c.trim().to_ascii_uppercase());
         let currency = match (wire, asked) {
             (Some(wire), Some(asked)) if wire != asked => {
-                return Err(ProviderError::decode(format!(
-                    "asked for the {asked} balance, got {wire}"
-                )));
+                return Err(ProviderError::wrong_currency(asked, &wire));
             }
             (Some(wire), _) if is_currency_code(&wire) => wire,
             (None, Some(asked)) => asked.to_owned(),
             (wire, _) => {
                 return Err(ProviderError::decode(format!(
-                    "a balance without a valid currency ({wire:?})"
+                    "a balance without a valid currency ({:?})",
+                    wire.map(|w| crate::providers::wire::label_text(&w))
                 )));
             }
         };
-        for ((kind, field), raw) in FIELDS.iter().zip(self.amounts()) {
-            let amount: Option<Decimal> = parse_amount(raw)
+        let mut amounts = [None; 6];
+        for ((slot, (_, field)), raw) in amounts.iter_mut().zip(FIELDS).zip(self.amounts()) {
+            *slot = parse_amount(raw)
                 .map_err(|e| ProviderError::decode(format!("{currency} {field}: {e}")))?;
-            snapshot.add(&currency, kind, amount);
         }
-        Ok(())
+        Ok((currency, amounts))
     }
 
     /// The amounts in the order of [`FIELDS`].
@@ -623,25 +752,80 @@ impl Entry<'_> {
     }
 }
 
+/// A currency and its amounts in the order of [`FIELDS`].
+type ReadEntry = (String, [Option<Decimal>; 6]);
+
 #[derive(Deserialize)]
 struct PageBody<'a> {
+    total_pages: Option<u64>,
+    /// Absent: not a page at all. `Some(None)`, `null`: an empty page.
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<Option<&'a RawValue>>,
+}
+
+/// A field that is there, even as `null` (which a plain `Option` reads as absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// One page of the list, read.
+struct Page {
+    entries: Vec<ReadEntry>,
     total_pages: u64,
-    #[serde(borrow)]
-    data: Vec<Entry<'a>>,
+}
+
+fn read_page(response: &Response) -> Result<Page, ProviderError> {
+    let body: PageBody = response.json()?;
+    let Some(data) = body.data else {
+        return Err(ProviderError::no_balance(
+            "the balance list answer has no data: not a balance page",
+        ));
+    };
+    let entries: Vec<Entry> = match data {
+        None => Vec::new(),
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| ProviderError::decode(format!("unexpected balance list data: {e}")))?,
+    };
+    if entries.len() > PAGE_SIZE as usize {
+        return Err(ProviderError::new(
+            codes::PAGE_TOO_LONG,
+            ErrorClass::Decode,
+            format!(
+                "a page of {} balances, {PAGE_SIZE} asked for",
+                entries.len()
+            ),
+        ));
+    }
+    // An empty account may leave total_pages out; a page with entries must say.
+    let total_pages = match body.total_pages {
+        Some(n) => n,
+        None if entries.is_empty() => 0,
+        None => return Err(ProviderError::decode("a balance page without total_pages")),
+    };
+    let entries = entries
+        .iter()
+        .map(|e| e.read(None))
+        .collect::<Result<_, _>>()?;
+    Ok(Page {
+        entries,
+        total_pages,
+    })
 }
 
 /// One page of the list: its balances and the number of pages. Public for `benches/parse.rs`.
 pub fn parse_page(response: &Response) -> Result<(Snapshot, u64), ProviderError> {
-    let body: PageBody = response.json()?;
-    let mut snapshot = Snapshot::default();
-    for entry in &body.data {
-        entry.add_to(&mut snapshot, None)?;
-    }
-    Ok((snapshot, body.total_pages))
+    let page = read_page(response)?;
+    let mut merged = Merged::new(usize::MAX);
+    merged.add(page.entries)?;
+    Ok((merged.snapshot, page.total_pages))
 }
 
 /// The balance of one currency, bare or wrapped in `data`.
-fn parse_single(response: &Response, currency: &str) -> Result<Snapshot, ProviderError> {
+fn parse_single(response: &Response, currency: &str) -> Result<Vec<ReadEntry>, ProviderError> {
     let outer: Entry = response.json()?;
     let inner: Entry;
     let entry = match outer.data {
@@ -652,12 +836,11 @@ fn parse_single(response: &Response, currency: &str) -> Result<Snapshot, Provide
         }
         _ => &outer,
     };
-    if entry.is_empty() {
-        return Err(ProviderError::decode(format!(
+    let read = entry.read(Some(currency))?;
+    if read.1.iter().all(Option::is_none) {
+        return Err(ProviderError::no_balance(format!(
             "the {currency} answer holds no balance"
         )));
     }
-    let mut snapshot = Snapshot::default();
-    entry.add_to(&mut snapshot, Some(currency))?;
-    Ok(snapshot)
+    Ok(vec![read])
 }

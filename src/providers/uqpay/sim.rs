@@ -119,6 +119,21 @@ impl RateWindow {
     }
 }
 
+/// A UQPay answer that is wrong under HTTP 200 (balance calls). Drawn for requests that
+/// [`SimClient::faults`] left alone, so that each one drawn is one answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyFault {
+    /// `200 {}`: no balance and no list (counted as `no_balance`).
+    NoBalance,
+    /// List mode: the account seems to hold this many made-up currencies, 100 a page
+    /// (counted as `too_many_currencies` past `max_currencies`). A single-currency request
+    /// gets its normal answer.
+    ManyCurrencies(usize),
+    /// List mode: a page one entry longer than the `page_size` asked for (counted as
+    /// `page_too_long`). A single-currency request gets its normal answer.
+    PageTooLong,
+}
+
 /// The provider revoking a client's active token (an operator did, or a security system).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revocation;
@@ -145,6 +160,8 @@ pub struct SimClient {
     /// Balance calls whose token is revoked just as they arrive: they get a 401 and the
     /// token stays dead.
     pub revocations: FaultPlan<Revocation>,
+    /// Wrong answers under HTTP 200 of balance calls.
+    pub body_faults: FaultPlan<BodyFault>,
     /// `Retry-After` sent with injected `too_many_requests` answers.
     pub retry_after: Option<String>,
     /// The active token and when it expires.
@@ -163,6 +180,7 @@ impl SimClient {
             faults: FaultPlan::default(),
             token_faults: FaultPlan::default(),
             revocations: FaultPlan::default(),
+            body_faults: FaultPlan::default(),
             retry_after: None,
             token: None,
             mints: 0,
@@ -187,8 +205,8 @@ struct State {
     clients: HashMap<String, SimClient>,
     token_lifetime: Duration,
     max_page_size: u32,
-    /// Answers by idempotency key, replayed when a key comes again.
-    replays: HashMap<String, SimResponse>,
+    /// Answers by client and idempotency key, replayed when a key comes again.
+    replays: HashMap<(String, String), (Instant, SimResponse)>,
     tokens_issued: u64,
 }
 
@@ -302,6 +320,16 @@ impl UqPaySim {
                 "use POST",
             );
         }
+        // The front end refuses a POST that does not state its length.
+        if request.header("content-length").is_none() {
+            return SimResponse {
+                headers: vec![("content-type".into(), "text/html".into())],
+                ..SimResponse::json(
+                    411,
+                    "<html><head><title>411 Length Required</title></head><body><center><h1>411 Length Required</h1></center></body></html>",
+                )
+            };
+        }
         let client_id = request.header("x-client-id").unwrap_or_default().to_owned();
         let api_key = request.header("x-api-key").unwrap_or_default();
         let known = lock(&self.state)
@@ -399,27 +427,66 @@ impl UqPaySim {
         if self.revoke(&client_id) {
             return token_refused();
         }
-        let idempotency_key = request.header("x-idempotency-key").map(str::to_owned);
-        if let Some(key) = &idempotency_key {
-            if !is_uuid_v4(key) {
-                return standard(
-                    400,
-                    "invalid_request_error",
-                    "invalid_idempotency_key",
-                    "x-idempotency-key must be a UUIDv4",
-                );
-            }
-            if let Some(replay) = lock(&self.state).replays.get(key) {
+        // Required, a UUID; a reused one replays the answer it first got (the real API keeps
+        // them 24 h).
+        let Some(key) = request.header("x-idempotency-key").map(str::to_owned) else {
+            return standard(
+                400,
+                "invalid_request_error",
+                "invalid_idempotency_key",
+                "x-idempotency-key is required",
+            );
+        };
+        if !is_uuid_v4(&key) {
+            return standard(
+                400,
+                "invalid_request_error",
+                "invalid_idempotency_key",
+                "x-idempotency-key must be a UUIDv4",
+            );
+        }
+        let replay_key = (client_id.clone(), key);
+        {
+            let mut state = lock(&self.state);
+            let now = Instant::now();
+            state
+                .replays
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < REPLAY_FOR);
+            if let Some((_, replay)) = state.replays.get(&replay_key) {
                 return replay.clone();
             }
         }
         if let Some(response) = self.interfere(&client_id, Door::Call).await {
             return response;
         }
-        let response = self.balance_answer(request, &client_id);
-        if let Some(key) = idempotency_key {
-            lock(&self.state).replays.insert(key, response.clone());
-        }
+        let body_fault = lock(&self.state)
+            .clients
+            .get_mut(&client_id)
+            .and_then(|c| c.body_faults.take());
+        let response = match body_fault {
+            Some(BodyFault::NoBalance) => SimResponse::json(200, "{}"),
+            Some(BodyFault::ManyCurrencies(n)) if request.path == LIST_PATH => {
+                let made_up: Vec<SimBalance> = (0..n).map(made_up_balance).collect();
+                list_page(request, &made_up, PAGE_SIZE)
+            }
+            Some(BodyFault::PageTooLong) if request.path == LIST_PATH => {
+                let made_up: Vec<SimBalance> =
+                    (0..PAGE_SIZE as usize + 1).map(made_up_balance).collect();
+                let data: Vec<String> = made_up.iter().map(SimBalance::json).collect();
+                SimResponse::json(
+                    200,
+                    format!(
+                        r#"{{"total_pages":1,"total_items":{},"data":[{}]}}"#,
+                        data.len(),
+                        data.join(",")
+                    ),
+                )
+            }
+            _ => self.balance_answer(request, &client_id),
+        };
+        lock(&self.state)
+            .replays
+            .insert(replay_key, (Instant::now(), response.clone()));
         response
     }
 
@@ -465,6 +532,18 @@ impl UqPaySim {
             ),
         }
     }
+}
+
+/// How long a used idempotency key replays its answer.
+const REPLAY_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// The `i`th of made-up currencies `AAA`, `AAB`... (not real ones), holding `i`.
+fn made_up_balance(i: usize) -> SimBalance {
+    let letter = |k: usize| char::from(b'A' + (k % 26) as u8);
+    let code: String = [letter(i / 676), letter(i / 26), letter(i)]
+        .iter()
+        .collect();
+    SimBalance::new(&code, Ledger::fixed(Decimal::from(i as u64)))
 }
 
 fn new_token(state: &mut State, client_id: &str) -> String {
@@ -601,7 +680,7 @@ fn error_response(code: &str, status: Option<u16>, retry_after: Option<String>) 
 }
 
 /// `xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`, hex.
-fn is_uuid_v4(text: &str) -> bool {
+pub(crate) fn is_uuid_v4(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     let lengths_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
     lengths_ok
@@ -753,7 +832,11 @@ mod tests {
     }
 
     async fn ask_for_token(sim: &UqPaySim) -> SimResponse {
-        let credentials = [("x-client-id", "c"), ("x-api-key", "k")];
+        let credentials = [
+            ("x-client-id", "c"),
+            ("x-api-key", "k"),
+            ("content-length", "0"),
+        ];
         sim.handle(&request("POST", TOKEN_PATH, None, &credentials))
             .await
     }
@@ -764,9 +847,39 @@ mod tests {
         body(&r)["auth_token"].as_str().unwrap().to_owned()
     }
 
+    /// A list call with a fresh idempotency key, unless `auth` names one.
     async fn list(sim: &UqPaySim, auth: &[(&str, &str)], query: &str) -> SimResponse {
-        sim.handle(&request("GET", LIST_PATH, Some(query), auth))
+        let key = super::super::new_idempotency_key();
+        let mut headers = auth.to_vec();
+        if !auth.iter().any(|(k, _)| *k == "x-idempotency-key") {
+            headers.push(("x-idempotency-key", &key));
+        }
+        sim.handle(&request("GET", LIST_PATH, Some(query), &headers))
             .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_key_is_required_and_the_mint_needs_a_length() {
+        let sim = sim_with(1);
+        let auth = format!("Bearer {}", mint(&sim).await);
+        let r = sim
+            .handle(&request(
+                "GET",
+                LIST_PATH,
+                Some("page_number=1&page_size=100"),
+                &[("x-auth-token", &auth)],
+            ))
+            .await;
+        assert_eq!(
+            (r.status, body(&r)["code"].as_str()),
+            (400, Some("invalid_idempotency_key"))
+        );
+        let no_length = [("x-client-id", "c"), ("x-api-key", "k")];
+        let r = sim
+            .handle(&request("POST", TOKEN_PATH, None, &no_length))
+            .await;
+        assert_eq!(r.status, 411);
+        assert_eq!(sim.mints("c"), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,6 +27,7 @@ struct InProcess {
     sim: Arc<UqPaySim>,
     client: reqwest::Client,
     poll_budget: Duration,
+    max_currencies: usize,
     sent: Mutex<Vec<Sent>>,
     refreshes: AtomicU64,
 }
@@ -37,6 +38,7 @@ impl InProcess {
             sim,
             client: reqwest::Client::new(),
             poll_budget: Duration::from_secs(60),
+            max_currencies: 1000,
             sent: Mutex::new(Vec::new()),
             refreshes: AtomicU64::new(0),
         }
@@ -65,6 +67,10 @@ impl Transport for InProcess {
 
     fn account(&self) -> &str {
         "test"
+    }
+
+    fn max_currencies(&self) -> usize {
+        self.max_currencies
     }
 
     fn count_token_refresh(&self) {
@@ -335,7 +341,7 @@ async fn the_sub_account_header_is_sent_only_when_configured() {
     assert!(token_call.headers.get("x-on-behalf-of").is_none());
     assert!(token_call.headers["x-api-key"].is_sensitive());
     assert!(balance_calls[0].headers["x-auth-token"].is_sensitive());
-    assert!(balance_calls[0].headers.get("x-idempotency-key").is_none());
+    assert!(balance_calls[0].headers.get("x-idempotency-key").is_some());
 }
 
 fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
@@ -535,9 +541,9 @@ fn balances_are_exact_and_missing_or_null_amounts_are_no_sample() {
     for bad in [
         r#"{"total_pages":1,"data":[{"available_balance":"1"}]}"#,
         r#"{"total_pages":1,"data":[{"currency":"SGD","available_balance":"1,5"}]}"#,
-        r#"{"total_pages":1}"#,
-        r#"{"data":[]}"#,
-        r#"{"code":"x"}"#,
+        r#"{"data":[{"currency":"SGD","available_balance":"1"}]}"#,
+        r#"{"total_pages":-1,"data":[]}"#,
+        r#"{"total_pages":1,"data":{}}"#,
     ] {
         assert_eq!(
             parse_page(&response(200, &[], bad)).unwrap_err().code,
@@ -552,20 +558,145 @@ fn a_single_balance_is_read_bare_or_wrapped_and_must_be_the_one_asked_for() {
     let bare = r#"{"currency":"SGD","available_balance":"1.50"}"#;
     let wrapped = r#"{"data":{"currency":"SGD","available_balance":"1.50"}}"#;
     for body in [bare, wrapped] {
-        let snapshot = parse_single(&response(200, &[], body), "SGD").unwrap();
-        assert_eq!(snapshot.balances.len(), 1, "{body}");
-        assert_eq!(snapshot.balances[0].amount, Decimal::new(150, 2));
+        let read = parse_single(&response(200, &[], body), "SGD").unwrap();
+        assert_eq!(read.len(), 1, "{body}");
+        assert_eq!(read[0].1[0], Some(Decimal::new(150, 2)));
     }
-    assert!(parse_single(&response(200, &[], bare), "USD").is_err());
-    let without_currency = r#"{"available_balance":"2"}"#;
-    let snapshot = parse_single(&response(200, &[], without_currency), "USD").unwrap();
-    assert_eq!(snapshot.balances[0].currency, "USD");
+    let wrong = parse_single(&response(200, &[], bare), "USD").unwrap_err();
     assert_eq!(
-        parse_single(&response(200, &[], "{}"), "USD")
-            .unwrap_err()
-            .code,
-        "decode"
+        (wrong.code.as_str(), wrong.class),
+        ("wrong_currency", ErrorClass::Decode)
     );
+    let without_currency = r#"{"available_balance":"2"}"#;
+    let read = parse_single(&response(200, &[], without_currency), "USD").unwrap();
+    assert_eq!(read[0].0, "USD");
+    for nothing in [
+        "{}",
+        r#"{"foo":1}"#,
+        r#"{"currency":"USD"}"#,
+        r#"{"currency":"USD","available_balance":null}"#,
+    ] {
+        let error = parse_single(&response(200, &[], nothing), "USD").unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("no_balance", ErrorClass::Decode),
+            "{nothing}"
+        );
+    }
+}
+
+#[test]
+fn a_list_answer_without_data_is_no_balance_and_null_or_empty_data_is_an_empty_page() {
+    for nothing in ["{}", r#"{"total_pages":1}"#, r#"{"code":"x"}"#] {
+        let error = parse_page(&response(200, &[], nothing)).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("no_balance", ErrorClass::Decode),
+            "{nothing}"
+        );
+    }
+    for empty in [
+        r#"{"total_pages":0,"total_items":0,"data":null}"#,
+        r#"{"total_pages":1,"data":[]}"#,
+        r#"{"data":null}"#,
+    ] {
+        let (snapshot, pages) = parse_page(&response(200, &[], empty)).unwrap();
+        assert!(snapshot.balances.is_empty(), "{empty}");
+        assert!(pages <= 1);
+    }
+    let entries: Vec<String> = (0..=PAGE_SIZE)
+        .map(|i| {
+            format!(
+                r#"{{"currency":"A{:02}","available_balance":"1"}}"#,
+                i % 100
+            )
+        })
+        .collect();
+    let long = format!(r#"{{"total_pages":1,"data":[{}]}}"#, entries.join(","));
+    let error = parse_page(&response(200, &[], &long)).unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("page_too_long", ErrorClass::Decode)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_holding_nothing_is_a_success_with_no_balances() {
+    let sim = sim_with_currencies(&[]);
+    let uqpay = provider("empty", "");
+    let x = InProcess::new(sim);
+    let snapshot = uqpay.poll(&x).await.unwrap();
+    assert!(snapshot.balances.is_empty());
+    assert_eq!(x.count("balances", Some(200)), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_walk_stops_past_max_currencies_and_a_hostile_total_pages_costs_one_request() {
+    let sim = sim_with_currencies(&["SGD"]);
+    let uqpay = provider("hostile", "");
+    let mut x = InProcess::new(sim.clone());
+    x.max_currencies = 150;
+    sim.update(CLIENT, |c| {
+        c.body_faults
+            .always(super::sim::BodyFault::ManyCurrencies(5000))
+    });
+    let error = uqpay.poll(&x).await.unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.class),
+        ("too_many_currencies", ErrorClass::Decode)
+    );
+    assert_eq!(x.count("balances", None), 1, "50 pages claimed, one read");
+    // 151 currencies on two pages: read both, and fail on the one too many.
+    let sim = sim_with_currencies(&[]);
+    let list: Vec<SimBalance> = (0..151)
+        .map(|i| {
+            let code = format!(
+                "{}{}Q",
+                char::from(b'A' + (i / 26) as u8),
+                char::from(b'A' + (i % 26) as u8)
+            );
+            SimBalance::new(&code, Ledger::fixed(Decimal::ONE))
+        })
+        .collect();
+    sim.update(CLIENT, |c| c.balances = list);
+    let mut x = InProcess::new(sim);
+    x.max_currencies = 150;
+    let uqpay = provider("hostile-2", "");
+    assert_eq!(
+        uqpay.poll(&x).await.unwrap_err().code,
+        "too_many_currencies"
+    );
+    assert_eq!(x.count("balances", None), 2);
+    x.max_currencies = 151;
+    assert_eq!(uqpay.poll(&x).await.unwrap().currencies().len(), 151);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_balance_request_has_a_fresh_uuid_v4_idempotency_key_and_the_mint_a_length() {
+    let sim = sim_with_currencies(&["SGD", "USD"]);
+    let uqpay = provider("keys", "");
+    let x = InProcess::new(sim.clone());
+    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x).await.unwrap();
+    // A 401: re-mint and a second request, with its own key.
+    sim.mint_outside(CLIENT);
+    uqpay.poll(&x).await.unwrap();
+    let sent = x.sent();
+    let keys: Vec<String> = sent
+        .iter()
+        .filter(|s| s.endpoint == "balances")
+        .map(|s| s.headers["x-idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 4);
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 4, "{keys:?}");
+    for key in &keys {
+        assert!(super::sim::is_uuid_v4(key), "{key}");
+    }
+    for mint in sent.iter().filter(|s| s.endpoint == "token") {
+        assert_eq!(mint.headers["content-length"], "0");
+        assert_eq!(mint.headers["content-type"], "application/json");
+    }
 }
 
 fn config_errors(extra: &str) -> String {
@@ -668,11 +799,26 @@ fn sim_answers() -> Vec<Vec<u8>> {
     });
     fuzz::block_on(async {
         let credentials = [("x-client-id", CLIENT), ("x-api-key", KEY)];
-        let mint = fuzz::sim_request("POST", "/api/v1/connect/token", None, &credentials, vec![]);
+        let mint_headers = [
+            ("x-client-id", CLIENT),
+            ("x-api-key", KEY),
+            ("content-length", "0"),
+        ];
+        let mint = fuzz::sim_request("POST", "/api/v1/connect/token", None, &mint_headers, vec![]);
         let token_answer = fuzz::answer_body(sim.handle(&mint).await, 200);
         let token: serde_json::Value = serde_json::from_slice(&token_answer).unwrap();
         let bearer = format!("Bearer {}", token["auth_token"].as_str().unwrap());
-        let authorized = [("x-client-id", CLIENT), ("x-auth-token", bearer.as_str())];
+        let authorized = [
+            ("x-client-id", CLIENT),
+            ("x-auth-token", bearer.as_str()),
+            ("x-idempotency-key", "3f2b8c1e-9d4a-4b7e-8a1c-2e5f6a7b8c9d"),
+        ];
+        let authorized_again = [
+            ("x-client-id", CLIENT),
+            ("x-auth-token", bearer.as_str()),
+            ("x-idempotency-key", "3f2b8c1e-9d4a-4b7e-8a1c-2e5f6a7b8c9e"),
+        ];
+
         let get = |path: &str, query: Option<&str>, headers: &[(&str, &str)]| {
             fuzz::sim_request("GET", path, query, headers, vec![])
         };
@@ -681,7 +827,7 @@ fn sim_answers() -> Vec<Vec<u8>> {
             Some("page_number=1&page_size=2"),
             &authorized,
         );
-        let one = get("/api/v2/payment/balances/SGD", None, &authorized);
+        let one = get("/api/v2/payment/balances/SGD", None, &authorized_again);
         let rate_limited = fuzz::answer_body(sim.handle(&list).await, 429);
         let unauthorized = get("/api/v2/payment/balances/SGD", None, &credentials);
         vec![
