@@ -331,7 +331,11 @@ fn open_file_limit() -> Option<u64> {
         read_open_file_limit()
             .map(|limit| limit.rlim_cur)
             .filter(|soft| *soft != libc::RLIM_INFINITY)
-            .map(|soft| soft as u64)
+            // rlim_t is u64 on Linux, not everywhere.
+            .map(
+                #[allow(clippy::unnecessary_cast)]
+                |soft| soft as u64,
+            )
     }
     #[cfg(not(unix))]
     None

@@ -767,9 +767,8 @@ rate_limit:
     async fn a_flood_of_wrong_passwords_is_refused_beyond_a_few_and_queues_before_no_one() {
         // Slow enough that the flood is still being hashed when the last request comes in.
         let hash = bcrypt::hash("right", 8).unwrap();
-        let auth = Arc::new(
-            BasicAuth::new(HashMap::from([("prometheus".to_owned(), hash)])).unwrap(),
-        );
+        let auth =
+            Arc::new(BasicAuth::new(HashMap::from([("prometheus".to_owned(), hash)])).unwrap());
         let right = header("prometheus", "right");
         assert_eq!(auth.check(Some(&right)).await, Verdict::Allowed);
         let hashed_before = auth.hashes();
@@ -794,7 +793,11 @@ rate_limit:
         }
         let denied = outcomes.iter().filter(|v| **v == Verdict::Denied).count();
         let busy = outcomes.iter().filter(|v| **v == Verdict::Busy).count();
-        assert_eq!(denied + busy, outcomes.len(), "no guess passes: {outcomes:?}");
+        assert_eq!(
+            denied + busy,
+            outcomes.len(),
+            "no guess passes: {outcomes:?}"
+        );
         assert!(
             busy >= outcomes.len() - 2 * UNCACHED_CHECKS,
             "guesses beyond the admitted ones are refused at once: {outcomes:?}"

@@ -279,7 +279,11 @@ async fn a_flood_of_wrong_passwords_gets_429_and_never_holds_up_a_cached_passwor
     let daemon = start(&dir, &format!("basic_auth_users:\n  prometheus: {hash}\n"));
     let url = format!("http://{}/metrics", daemon.addr);
     let client = reqwest::Client::new();
-    let scrape = || client.get(&url).basic_auth("prometheus", Some("s3cret-pass"));
+    let scrape = || {
+        client
+            .get(&url)
+            .basic_auth("prometheus", Some("s3cret-pass"))
+    };
     assert_eq!(scrape().send().await.unwrap().status().as_u16(), 200);
 
     const FLOOD: usize = 40;

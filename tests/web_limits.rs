@@ -72,11 +72,10 @@ async fn metrics_answer_within(addr: SocketAddr, patience: Duration) -> String {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_are_refused_until_a_slot_is_free() {
-    let daemon = tokio::task::spawn_blocking(|| {
-        Daemon::spawn(&["--demo", "--web.max-connections", "8"])
-    })
-    .await
-    .unwrap();
+    let daemon =
+        tokio::task::spawn_blocking(|| Daemon::spawn(&["--demo", "--web.max-connections", "8"]))
+            .await
+            .unwrap();
     let addr = daemon.addr;
     let mut silent = Vec::new();
     for _ in 0..8 {
@@ -93,7 +92,10 @@ async fn connections_beyond_max_connections_are_refused_until_a_slot_is_free() {
     for stream in &mut silent[1..] {
         let mut byte = [0u8; 1];
         let still_open = tokio::time::timeout(Duration::ZERO, stream.read(&mut byte)).await;
-        assert!(still_open.is_err(), "a connection within the cap stays open");
+        assert!(
+            still_open.is_err(),
+            "a connection within the cap stays open"
+        );
     }
 
     drop(silent.remove(0));
@@ -113,8 +115,7 @@ async fn connections_beyond_max_connections_are_refused_until_a_slot_is_free() {
 
 #[test]
 fn a_zero_connection_cap_is_refused() {
-    let (code, _, stderr) =
-        common::run_binary(&["--demo", "--web.max-connections", "0"], &[]);
+    let (code, _, stderr) = common::run_binary(&["--demo", "--web.max-connections", "0"], &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--web.max-connections"), "{stderr}");
 }
@@ -131,7 +132,10 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_limit_at_start() {
     let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
     let log = process.stop();
     assert_eq!(numbers.len(), 2, "{open_files}");
-    assert_eq!(numbers[0], numbers[1], "soft limit raised to the hard: {open_files}");
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit raised to the hard: {open_files}"
+    );
     if numbers[1] != "1024" {
         let line = log
             .lines()
@@ -146,11 +150,10 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_limit_at_start() {
 /// 1,500 silent connections against the binary started with `ulimit_args`: refused beyond
 /// the cap at once, the others closed by the header timeout, after which `/metrics` answers.
 async fn silent_connections_are_shed(ulimit_args: &'static str) {
-    let (process, addr) = tokio::task::spawn_blocking(move || {
-        spawn_with_ulimit(ulimit_args, &["--demo"])
-    })
-    .await
-    .unwrap();
+    let (process, addr) =
+        tokio::task::spawn_blocking(move || spawn_with_ulimit(ulimit_args, &["--demo"]))
+            .await
+            .unwrap();
     let mut silent = Vec::new();
     for _ in 0..1_500 {
         silent.push(TcpStream::connect(addr).await.expect("connect"));
@@ -224,7 +227,11 @@ async fn exchange(stream: &mut TcpStream) -> String {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let length: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .expect("Content-Length");
             if body.len() >= length {
                 return text;
@@ -237,7 +244,9 @@ async fn exchange(stream: &mut TcpStream) -> String {
 /// returns how long (in virtual time) it kept reading.
 async fn trickle_until_closed(stream: &mut TcpStream, limits: Limits) -> Duration {
     let started = Instant::now();
-    let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a'));
+    let head = b"GET /metrics HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'));
     let mut buf = [0u8; 64];
     for byte in head {
         if stream.write_all(&[*byte]).await.is_err() {
