@@ -46,6 +46,16 @@ pub struct Args {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Connections open at once on the web server; one more is closed as soon as it is
+    /// accepted, so that idle or abusive clients cannot exhaust file descriptors.
+    #[arg(
+        long = "web.max-connections",
+        value_name = "N",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+
     /// Enable the lifecycle endpoint: `POST /-/reload` (and PUT) reloads the configuration.
     /// SIGHUP reloads it either way.
     #[arg(long = "web.enable-lifecycle")]
@@ -81,6 +91,7 @@ pub async fn main() -> ExitCode {
         eprintln!("cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
+    raise_open_file_limit();
     if !args.telemetry_path.starts_with('/') {
         eprintln!("--web.telemetry-path must start with /");
         return ExitCode::FAILURE;
@@ -261,11 +272,104 @@ async fn run(
             scheduler.stop();
         }
     };
+    let max_connections = args.max_connections as usize;
+    if let Some(files) = open_file_limit()
+        && files < (max_connections as u64).saturating_add(FILE_HEADROOM)
+    {
+        tracing::warn!(
+            open_file_limit = files,
+            max_connections,
+            "the open-file limit leaves little room above --web.max-connections: raise it \
+             (LimitNOFILE=, ulimit -n) or lower --web.max-connections"
+        );
+    }
     let handler = web_config.wrap(server::handler(web));
-    crate::serve::accept_loop_tls(listener, web_config.tls.clone(), handler, shutdown).await;
+    crate::serve::accept_loop_limited(
+        listener,
+        web_config.tls.clone(),
+        handler,
+        crate::serve::Limits::exporter(max_connections),
+        shutdown,
+    )
+    .await;
     scheduler.stop();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Files the process needs open besides its clients' connections: the listener, logs, the
+/// configuration, outbound connections to the providers.
+const FILE_HEADROOM: u64 = 64;
+
+/// Raises the soft limit on open files to the hard limit, as the Go runtime does for every Go
+/// exporter: the soft limit systemd and most shells start with (1,024) is a remnant of
+/// select(2), which nothing here uses.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let Some(limit) = read_open_file_limit() else {
+        return;
+    };
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::debug!(
+            limit = limit.rlim_cur,
+            "the open-file limit is already at its hard limit"
+        );
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit only reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            from = limit.rlim_cur,
+            to = limit.rlim_max,
+            "raised the soft open-file limit to the hard limit"
+        );
+    } else {
+        tracing::debug!(
+            limit = limit.rlim_cur,
+            hard_limit = limit.rlim_max,
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the soft open-file limit; it stays"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
+
+/// The soft limit on open files now in force, if there is one.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        read_open_file_limit()
+            .map(|limit| limit.rlim_cur)
+            .filter(|soft| *soft != libc::RLIM_INFINITY)
+            // rlim_t is u64 on Linux, not everywhere.
+            .map(
+                #[allow(clippy::unnecessary_cast)]
+                |soft| soft as u64,
+            )
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+#[cfg(unix)]
+fn read_open_file_limit() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        Some(limit)
+    } else {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        None
+    }
 }
 
 async fn reload_on_sighup(reload: Reload) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use figment::value::Value;
-use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -20,6 +20,7 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
     SupportedProtocolVersion,
 };
+use tokio::sync::Semaphore;
 
 use crate::config::{self, ConfigError, ConfigErrors, Fields, Format, Problems};
 use crate::serve::{Handler, response};
@@ -36,6 +37,10 @@ const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
 
 /// Remembered outcomes of password checks, of each kind.
 const VERDICT_CACHE_SIZE: usize = 100;
+/// Password checks not answered from the cache that may be under way at once (one hashing,
+/// the others waiting for their turn); one more is refused with 429 at once. A flood of
+/// wrong passwords then costs one core at most and cannot build a queue in front of anyone.
+const UNCACHED_CHECKS: usize = 4;
 
 /// The web configuration; the default serves plain HTTP to anyone, with no extra headers.
 #[derive(Default)]
@@ -105,19 +110,32 @@ impl WebConfig {
             let auth = auth.clone();
             let headers = headers.clone();
             Box::pin(async move {
-                let allowed = match &auth {
-                    Some(auth) => auth.allows(request.headers().get(AUTHORIZATION)).await,
-                    None => true,
+                let verdict = match &auth {
+                    Some(auth) => auth.check(request.headers().get(AUTHORIZATION)).await,
+                    None => Verdict::Allowed,
                 };
-                let mut response = if allowed {
-                    handler(request).await
-                } else {
-                    let mut refusal = response(401, "text/plain; charset=utf-8", "Unauthorized\n");
-                    refusal.headers_mut().insert(
-                        WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Basic realm=\"balance_exporter\""),
-                    );
-                    refusal
+                let mut response = match verdict {
+                    Verdict::Allowed => handler(request).await,
+                    Verdict::Denied => {
+                        let mut refusal =
+                            response(401, "text/plain; charset=utf-8", "Unauthorized\n");
+                        refusal.headers_mut().insert(
+                            WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Basic realm=\"balance_exporter\""),
+                        );
+                        refusal
+                    }
+                    Verdict::Busy => {
+                        let mut refusal = response(
+                            429,
+                            "text/plain; charset=utf-8",
+                            "Too many password checks in progress; try again\n",
+                        );
+                        refusal
+                            .headers_mut()
+                            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                        refusal
+                    }
                 };
                 for (name, value) in headers.iter() {
                     response.headers_mut().insert(name.clone(), value.clone());
@@ -398,9 +416,21 @@ pub struct BasicAuth {
     /// Checked for unknown users, so that they take as long as known ones.
     decoy_hash: String,
     verdicts: std::sync::Mutex<Verdicts>,
+    /// Admission of checks the cache cannot answer: [`UNCACHED_CHECKS`] permits.
+    uncached: Arc<Semaphore>,
     /// bcrypt is expensive on purpose: one check at a time, as the toolkit does.
-    one_at_a_time: tokio::sync::Mutex<()>,
+    one_at_a_time: Arc<Semaphore>,
     hashes: AtomicU64,
+}
+
+/// The outcome of a basic-authentication check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// No credentials, an unknown user or a wrong password.
+    Denied,
+    /// The credentials are not in the cache and as many checks as allowed are under way.
+    Busy,
 }
 
 /// Cached verdicts by user and SHA-256 of the password (never the password itself). Failures
@@ -447,7 +477,8 @@ impl BasicAuth {
             users,
             decoy_hash,
             verdicts: std::sync::Mutex::default(),
-            one_at_a_time: tokio::sync::Mutex::new(()),
+            uncached: Arc::new(Semaphore::new(UNCACHED_CHECKS)),
+            one_at_a_time: Arc::new(Semaphore::new(1)),
             hashes: AtomicU64::new(0),
         })
     }
@@ -457,37 +488,48 @@ impl BasicAuth {
         self.hashes.load(Ordering::Relaxed)
     }
 
-    /// Whether the `Authorization` header holds a configured user's password.
-    pub async fn allows(&self, authorization: Option<&HeaderValue>) -> bool {
+    /// Whether the `Authorization` header holds a configured user's password. A cached
+    /// verdict is given at once; otherwise the check waits for its turn at bcrypt, unless too
+    /// many already do ([`Verdict::Busy`]).
+    pub async fn check(&self, authorization: Option<&HeaderValue>) -> Verdict {
         let Some((user, password)) = authorization.and_then(basic_credentials) else {
-            return false;
+            return Verdict::Denied;
         };
         let mut digest = [0u8; 32];
         digest.copy_from_slice(
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &password).as_ref(),
         );
         let key: VerdictKey = (user, digest);
-        if let Some(verdict) = self.cached(&key) {
-            return verdict;
+        if let Some(passed) = self.cached(&key) {
+            return Verdict::from(passed);
         }
-        let _turn = self.one_at_a_time.lock().await;
+        let Ok(admitted) = self.uncached.clone().try_acquire_owned() else {
+            return Verdict::Busy;
+        };
+        let Ok(turn) = self.one_at_a_time.clone().acquire_owned().await else {
+            return Verdict::Busy;
+        };
         // The same credentials may have been checked while this request waited.
-        if let Some(verdict) = self.cached(&key) {
-            return verdict;
+        if let Some(passed) = self.cached(&key) {
+            return Verdict::from(passed);
         }
         let known = self.users.get(&key.0);
         let hash = known.unwrap_or(&self.decoy_hash).clone();
         self.hashes.fetch_add(1, Ordering::Relaxed);
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || {
+            // Held until the hash is done, even if the client has gone: a client that hangs
+            // up cannot start more hashing than the permits allow.
+            let _permits = (admitted, turn);
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
         let passed = matches && known.is_some();
         self.verdicts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, passed);
-        passed
+        Verdict::from(passed)
     }
 
     fn cached(&self, key: &VerdictKey) -> Option<bool> {
@@ -495,6 +537,16 @@ impl BasicAuth {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
+    }
+}
+
+impl From<bool> for Verdict {
+    fn from(passed: bool) -> Verdict {
+        if passed {
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
+        }
     }
 }
 
@@ -661,25 +713,28 @@ rate_limit:
         let hash = bcrypt::hash("right", 4).unwrap();
         let auth = BasicAuth::new(HashMap::from([("prometheus".to_owned(), hash)])).unwrap();
         let right = header("prometheus", "right");
-        assert!(auth.allows(Some(&right)).await);
+        assert!(auth.check(Some(&right)).await == Verdict::Allowed);
         assert_eq!(auth.hashes(), 1);
-        assert!(auth.allows(Some(&right)).await);
+        assert!(auth.check(Some(&right)).await == Verdict::Allowed);
         assert_eq!(auth.hashes(), 1, "the second check hit the cache");
 
         let wrong = header("prometheus", "wrong");
-        assert!(!auth.allows(Some(&wrong)).await);
-        assert!(!auth.allows(Some(&wrong)).await);
+        assert_eq!(auth.check(Some(&wrong)).await, Verdict::Denied);
+        assert_eq!(auth.check(Some(&wrong)).await, Verdict::Denied);
         assert_eq!(auth.hashes(), 2, "a failure is cached too");
 
         // An unknown user costs a hash like a known one, and never passes, even with a
         // password that is right for somebody else.
-        assert!(!auth.allows(Some(&header("nobody", "right"))).await);
+        assert_eq!(
+            auth.check(Some(&header("nobody", "right"))).await,
+            Verdict::Denied
+        );
         assert_eq!(auth.hashes(), 3);
-        assert!(!auth.allows(None).await);
-        assert!(
-            !auth
-                .allows(Some(&HeaderValue::from_static("Bearer x")))
-                .await
+        assert_eq!(auth.check(None).await, Verdict::Denied);
+        assert_eq!(
+            auth.check(Some(&HeaderValue::from_static("Bearer x")))
+                .await,
+            Verdict::Denied
         );
         assert_eq!(auth.hashes(), 3, "no credentials, no hash");
     }
@@ -689,22 +744,68 @@ rate_limit:
         let hash = bcrypt::hash("right", 4).unwrap();
         let auth = BasicAuth::new(HashMap::from([("prometheus".to_owned(), hash)])).unwrap();
         let right = header("prometheus", "right");
-        assert!(auth.allows(Some(&right)).await);
+        assert!(auth.check(Some(&right)).await == Verdict::Allowed);
         for i in 0..VERDICT_CACHE_SIZE + 5 {
-            assert!(
-                !auth
-                    .allows(Some(&header("prometheus", &format!("guess{i}"))))
-                    .await
+            assert_eq!(
+                auth.check(Some(&header("prometheus", &format!("guess{i}"))))
+                    .await,
+                Verdict::Denied
             );
         }
         let before = auth.hashes();
-        assert!(auth.allows(Some(&right)).await);
+        assert!(auth.check(Some(&right)).await == Verdict::Allowed);
         assert_eq!(auth.hashes(), before, "the right password is still cached");
         let cached = auth.verdicts.lock().unwrap();
         assert_eq!(
             cached.failed.len(),
             VERDICT_CACHE_SIZE,
             "failures stay bounded"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_wrong_passwords_is_refused_beyond_a_few_and_queues_before_no_one() {
+        // Slow enough that the flood is still being hashed when the last request comes in.
+        let hash = bcrypt::hash("right", 8).unwrap();
+        let auth =
+            Arc::new(BasicAuth::new(HashMap::from([("prometheus".to_owned(), hash)])).unwrap());
+        let right = header("prometheus", "right");
+        assert_eq!(auth.check(Some(&right)).await, Verdict::Allowed);
+        let hashed_before = auth.hashes();
+
+        let flood: Vec<_> = (0..4 * UNCACHED_CHECKS)
+            .map(|i| {
+                let auth = auth.clone();
+                let guess = header("prometheus", &format!("guess{i}"));
+                tokio::spawn(async move { auth.check(Some(&guess)).await })
+            })
+            .collect();
+        // Let every flood task reach its admission (or refusal) before the right password.
+        tokio::task::yield_now().await;
+        assert_eq!(auth.check(Some(&right)).await, Verdict::Allowed);
+        assert!(
+            flood.iter().any(|task| !task.is_finished()),
+            "the cached password was answered while the flood was still being hashed"
+        );
+        let mut outcomes = Vec::new();
+        for task in flood {
+            outcomes.push(task.await.unwrap());
+        }
+        let denied = outcomes.iter().filter(|v| **v == Verdict::Denied).count();
+        let busy = outcomes.iter().filter(|v| **v == Verdict::Busy).count();
+        assert_eq!(
+            denied + busy,
+            outcomes.len(),
+            "no guess passes: {outcomes:?}"
+        );
+        assert!(
+            busy >= outcomes.len() - 2 * UNCACHED_CHECKS,
+            "guesses beyond the admitted ones are refused at once: {outcomes:?}"
+        );
+        assert_eq!(
+            auth.hashes() - hashed_before,
+            denied as u64,
+            "a refused guess costs no hash"
         );
     }
 }

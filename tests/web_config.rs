@@ -270,3 +270,60 @@ async fn require_any_client_cert_takes_any_certificate_but_needs_one() {
     assert_eq!(get(&client, &url).await.expect("any certificate").0, 200);
     daemon.stop_async().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_wrong_passwords_gets_429_and_never_holds_up_a_cached_password() {
+    let dir = TempDir::new("web-auth-flood");
+    // Costly enough that the admitted guesses are still being hashed when the flood is refused.
+    let hash = bcrypt::hash("s3cret-pass", 8).unwrap();
+    let daemon = start(&dir, &format!("basic_auth_users:\n  prometheus: {hash}\n"));
+    let url = format!("http://{}/metrics", daemon.addr);
+    let client = reqwest::Client::new();
+    let scrape = || {
+        client
+            .get(&url)
+            .basic_auth("prometheus", Some("s3cret-pass"))
+    };
+    assert_eq!(scrape().send().await.unwrap().status().as_u16(), 200);
+
+    const FLOOD: usize = 40;
+    let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..FLOOD {
+        let request = client
+            .get(&url)
+            .basic_auth("prometheus", Some(format!("guess{i}")));
+        let done = done.clone();
+        tokio::spawn(async move {
+            let status = request.send().await.map(|r| r.status().as_u16());
+            let _ = done.send(status.map_err(|e| e.to_string()));
+        });
+    }
+    drop(done);
+    let mut statuses = Vec::new();
+    // A first 429 means every admission is taken: those guesses are queued at bcrypt now.
+    while !statuses.contains(&429) {
+        let status = tokio::time::timeout(common::PATIENCE, outcomes.recv())
+            .await
+            .expect("the flood is answered")
+            .unwrap_or_else(|| panic!("the whole flood was answered without a 429: {statuses:?}"))
+            .expect("a flood request");
+        statuses.push(status);
+    }
+    assert_eq!(scrape().send().await.unwrap().status().as_u16(), 200);
+    while let Ok(status) = outcomes.try_recv() {
+        statuses.push(status.expect("a flood request"));
+    }
+    assert!(
+        statuses.len() < FLOOD,
+        "the cached password was answered while guesses were still being hashed"
+    );
+    while let Some(status) = outcomes.recv().await {
+        statuses.push(status.expect("a flood request"));
+    }
+    assert_eq!(statuses.len(), FLOOD);
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "a guess is refused or shed, never let in: {statuses:?}"
+    );
+    daemon.stop_async().await;
+}
