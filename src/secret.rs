@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn encoded_and_upper_cased_forms_are_redacted_too() {
         let secret = "s3cr3t/value+x?";
-        let secrets = [Secret::new(secret), Secret::new(format!("dev-key:{secret}"))];
+        let secrets = [
+            Secret::new(secret),
+            Secret::new(format!("dev-key:{secret}")),
+        ];
         let basic = STANDARD.encode(format!("dev-key:{secret}"));
         for echoed in [
             secret.to_owned(),
@@ -190,8 +193,13 @@ mod tests {
             let text = format!("401: you sent {echoed}, which is wrong");
             let redacted = redact(&text, &secrets);
             assert!(reveals(&text, &secrets), "{text}");
-            assert!(!redacted.contains(&echoed), "{echoed} survives in {redacted}");
-            assert!(redacted.starts_with("401: you sent ") && redacted.ends_with(", which is wrong"));
+            assert!(
+                !redacted.contains(&echoed),
+                "{echoed} survives in {redacted}"
+            );
+            assert!(
+                redacted.starts_with("401: you sent ") && redacted.ends_with(", which is wrong")
+            );
         }
         assert_eq!(
             redact(&format!("Authorization: Basic {basic}"), &secrets),
