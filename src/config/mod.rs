@@ -64,8 +64,9 @@ pub struct AccountConfig {
     pub max_currencies: usize,
     pub thresholds: Vec<Threshold>,
     pub provider: ProviderConfig,
-    /// Every secret of this account, so that text coming back from the provider can be
-    /// scrubbed of them before it is logged or shown.
+    /// Every secret of this account, and those its provider derives from them
+    /// ([`ProviderSettings::derived_secrets`]), so that text coming back from the provider can
+    /// be scrubbed of them before it is logged, shown or made a label.
     pub secrets: Vec<Secret>,
     /// CAs from `ca_file`, trusted for this account's requests besides the platform's roots.
     pub ca_certificates: Vec<CertificateDer<'static>>,
@@ -372,7 +373,10 @@ fn read_account(
         }
     };
     let ca_certificates = fields.pem_certificates("ca_file").unwrap_or_default();
-    let secrets = fields.finish();
+    let mut secrets = fields.finish();
+    if let Some(provider) = &provider {
+        secrets.extend(provider.settings().derived_secrets());
+    }
     Some(AccountConfig {
         name: name?,
         poll_interval: poll_interval.unwrap_or(global.poll_interval),
@@ -570,7 +574,9 @@ accounts:
         assert_eq!(c.base_url.as_str(), "https://smsapi.engagelab.com/");
         assert_eq!(c.dev_secret.expose(), "s3cr3t-value");
         assert!(!format!("{config:?}").contains("s3cr3t"));
-        assert_eq!(account.secrets.len(), 1);
+        // The secret, and the Basic credentials derived from it.
+        let secrets: Vec<&str> = account.secrets.iter().map(Secret::expose).collect();
+        assert_eq!(secrets, ["s3cr3t-value", "key:s3cr3t-value"]);
     }
 
     #[test]

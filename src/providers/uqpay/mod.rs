@@ -32,12 +32,12 @@ use tokio::time::Instant;
 use self::token::{
     CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, Usable,
 };
-use super::http::join_url;
+use super::http::{join_url, scrub_error};
 use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
 use crate::clock::{Clock, signed_seconds_between};
 use crate::config::{Fields, is_currency_code};
 use crate::money::parse_amount;
-use crate::secret::{Secret, redact};
+use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 
 pub const PRODUCTION_BASE_URL: &str = "https://api.uqpay.com/api";
@@ -462,8 +462,6 @@ fn error_from(response: &Response, token: &Secret) -> ProviderError {
             let snippet: String = text.trim().chars().take(120).collect();
             format!("HTTP {}: {snippet}", response.status)
         });
-    // A message may echo the token; the config's secrets are scrubbed by the caller.
-    let message = redact(&message, std::slice::from_ref(token));
     let error = match code {
         Some(code) => {
             let class = match code.as_str() {
@@ -475,7 +473,9 @@ fn error_from(response: &Response, token: &Secret) -> ProviderError {
         }
         None => ProviderError::http_status(response.status, message),
     };
-    error.with_retry_after(response.retry_after())
+    // The message or the code may echo the token, which only this poll knows; the config's
+    // secrets are scrubbed by the caller.
+    scrub_error(error, std::slice::from_ref(token)).with_retry_after(response.retry_after())
 }
 
 /// A usable `code` label from a JSON string or number.
