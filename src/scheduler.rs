@@ -563,13 +563,10 @@ mod tests {
             let index = self.next.fetch_add(1, Ordering::Relaxed);
             let _ = self.fetched.send((self.account.clone(), index));
             let step = self.steps[index.min(self.steps.len() - 1)];
-            let balance = || crate::snapshot::Snapshot {
-                balances: vec![crate::snapshot::Balance {
-                    currency: "USD".into(),
-                    kind: "total",
-                    amount: rust_decimal::Decimal::new(1250, 2),
-                }],
-                ..Default::default()
+            let balance = || {
+                let mut snapshot = crate::snapshot::Snapshot::default();
+                snapshot.add("USD", "total", Some(rust_decimal::Decimal::new(1250, 2)));
+                snapshot
             };
             match step {
                 Step::Panic => panic!("scripted panic in {}", self.account),

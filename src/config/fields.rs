@@ -330,7 +330,7 @@ impl<'p> Fields<'p> {
             }
         }
         let (source_key, loaded) = if let Some(value) = inline {
-            (key.to_owned(), self.decode::<String>(key, &value))
+            (key.to_owned(), self.secret_text(key, value))
         } else if let Some(value) = file {
             let loaded = self
                 .decode::<String>(&file_key, &value)
@@ -359,6 +359,24 @@ impl<'p> Fields<'p> {
             value: secret,
             path: self.path_of(&source_key),
         })
+    }
+
+    /// An inline secret: a string, else a problem that names what was found but never its
+    /// value (a parser's complaint would quote it, and it may be the right secret unquoted).
+    fn secret_text(&mut self, key: &str, value: Value) -> Option<String> {
+        match value {
+            Value::String(_, text) => Some(text),
+            other => {
+                self.error(
+                    key,
+                    format!(
+                        "expected a string, found {} (value not shown): write the secret in quotes",
+                        describe(&other)
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn read_secret_file(&mut self, key: &str, path: &str) -> Option<String> {
@@ -428,6 +446,16 @@ impl<'p> Fields<'p> {
     }
 
     fn read_secret_env(&mut self, key: &str, name: &str) -> Option<String> {
+        // Anything else is more likely the secret itself, given by mistake: not echoed.
+        let is_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !is_name {
+            self.error(
+                key,
+                "expected the name of an environment variable (letters, digits and _; value not shown)",
+            );
+            return None;
+        }
         match std::env::var(name) {
             Ok(value) => Some(value),
             Err(std::env::VarError::NotPresent) => {

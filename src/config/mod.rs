@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Format as _, Toml, Yaml};
 use figment::value::{Dict, Value};
 use rust_decimal::Decimal;
@@ -65,8 +64,9 @@ pub struct AccountConfig {
     pub max_currencies: usize,
     pub thresholds: Vec<Threshold>,
     pub provider: ProviderConfig,
-    /// Every secret of this account, so that text coming back from the provider can be
-    /// scrubbed of them before it is logged or shown.
+    /// Every secret of this account, and those its provider derives from them
+    /// ([`ProviderSettings::derived_secrets`]), so that text coming back from the provider can
+    /// be scrubbed of them before it is logged, shown or made a label.
     pub secrets: Vec<Secret>,
     /// CAs from `ca_file`, trusted for this account's requests besides the platform's roots.
     pub ca_certificates: Vec<CertificateDer<'static>>,
@@ -175,17 +175,120 @@ pub fn parse(text: &str, format: Format, base_dir: &Path) -> Result<Config, Conf
 }
 
 /// The top-level mapping of a YAML or TOML text, to be read with [`Fields`].
+///
+/// A syntax error is reported by line and column with the parser's complaint, never with the
+/// offending line itself: that line may hold a secret.
 pub fn parse_mapping(text: &str, format: Format) -> Result<Dict, ConfigErrors> {
-    let figment = match format {
-        Format::Yaml => Figment::from(Yaml::string(text)),
-        Format::Toml => Figment::from(Toml::string(text)),
+    let parsed = match format {
+        Format::Yaml => Yaml::from_str::<Value>(text).map_err(|e| {
+            let location = e.location().map(|l| (l.line(), l.column()));
+            (location, e.to_string())
+        }),
+        Format::Toml => Toml::from_str::<Value>(text).map_err(|e| {
+            let location = e.span().map(|span| line_and_column(text, span.start));
+            (location, e.message().to_owned())
+        }),
     };
-    figment.extract().map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            path: String::new(),
-            message: format!("cannot parse the file: {}", e.kind),
-        }])
+    let problem = match parsed {
+        Ok(Value::Dict(_, dict)) => return Ok(dict),
+        // An empty YAML file.
+        Ok(Value::Empty(..)) => return Ok(Dict::new()),
+        Ok(_) => "the file must be a mapping (with global and accounts)".to_owned(),
+        Err((location, message)) => {
+            let message = parse_complaint(&message, text);
+            match location {
+                Some((line, column)) => format!("line {line}, column {column}: {message}"),
+                None => message,
+            }
+        }
+    };
+    Err(ConfigErrors(vec![ConfigError {
+        path: String::new(),
+        message: format!("cannot parse the file: {problem}"),
+    }]))
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// A parser's complaint on one line, without the locations it writes itself (given apart)
+/// and without any value it quotes from the file: a quoted piece longer than a token
+/// (`` `=` ``, `'"'`) that the file holds other than as a key is dropped, as it may be a
+/// secret.
+fn parse_complaint(message: &str, source: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let quoted = &after[..close];
+        if quoted.chars().count() > 3 && appears_as_value(quoted, source) {
+            out.push_str("(value not shown)");
+        } else {
+            out.push(quote);
+            out.push_str(quoted);
+            out.push(quote);
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    let one_line = out
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    without_marks(&one_line)
+}
+
+/// Whether `piece` occurs in `source` other than as a key or table name (followed by `=`,
+/// `:`, `.` or `]`, perhaps after a closing quote and spaces).
+fn appears_as_value(piece: &str, source: &str) -> bool {
+    source.match_indices(piece).any(|(at, _)| {
+        let after = source[at + piece.len()..].trim_start_matches(['"', '\'', ' ', '\t']);
+        !after.starts_with(['=', ':', '.', ']'])
     })
+}
+
+/// `text` without serde_yaml's ` at line L column C` (the location is given apart).
+fn without_marks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" at line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " at line ".len()..];
+        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let line_digits = digits(after);
+        let column = after[line_digits..].strip_prefix(" column ");
+        match column {
+            Some(column) if line_digits > 0 && digits(column) > 0 => {
+                rest = &column[digits(column)..];
+            }
+            _ => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn read_global(fields: &mut Fields<'_>) -> Global {
@@ -270,7 +373,10 @@ fn read_account(
         }
     };
     let ca_certificates = fields.pem_certificates("ca_file").unwrap_or_default();
-    let secrets = fields.finish();
+    let mut secrets = fields.finish();
+    if let Some(provider) = &provider {
+        secrets.extend(provider.settings().derived_secrets());
+    }
     Some(AccountConfig {
         name: name?,
         poll_interval: poll_interval.unwrap_or(global.poll_interval),
@@ -468,7 +574,9 @@ accounts:
         assert_eq!(c.base_url.as_str(), "https://smsapi.engagelab.com/");
         assert_eq!(c.dev_secret.expose(), "s3cr3t-value");
         assert!(!format!("{config:?}").contains("s3cr3t"));
-        assert_eq!(account.secrets.len(), 1);
+        // The secret, and the Basic credentials derived from it.
+        let secrets: Vec<&str> = account.secrets.iter().map(Secret::expose).collect();
+        assert_eq!(secrets, ["s3cr3t-value", "key:s3cr3t-value"]);
     }
 
     #[test]
@@ -743,5 +851,164 @@ global:
         if let Err(e) = result {
             panic!("{e}");
         }
+    }
+
+    /// A secret planted in broken files of every kind; it must never be in the errors.
+    const PLANTED: &str = "8675309123";
+
+    fn assert_hidden(found: &str, what: &str) {
+        assert!(
+            !found.contains(PLANTED) && !found.contains("86753"),
+            "{what}: the secret shows in:\n{found}"
+        );
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_never_printed() {
+        let values = [
+            ("a number", PLANTED.to_owned()),
+            ("a number", format!("-{PLANTED}")),
+            ("a number", format!("{PLANTED}.5")),
+            ("a boolean", "true".to_owned()),
+            ("a list", format!("[{PLANTED}, x{PLANTED}]")),
+            ("a mapping", format!("{{x{PLANTED}: {PLANTED}}}")),
+        ];
+        for (found, value) in &values {
+            let yaml = SMS.replace("s3cr3t-value", value);
+            let errors = parse_yaml(&yaml).unwrap_err().to_string();
+            assert_hidden(&errors, &yaml);
+            assert_eq!(
+                errors,
+                format!(
+                    "accounts[0].dev_secret: expected a string, found {found} (value not shown): write the secret in quotes"
+                )
+            );
+        }
+        let toml = |value: &str| {
+            format!(
+                "[[accounts]]\nname = \"a\"\nprovider = \"onerway\"\nbase_url = \"https://a.example\"\noverview_path = \"/o\"\napikey = {value}\n"
+            )
+        };
+        for value in [
+            PLANTED.to_owned(),
+            format!("{PLANTED}.25"),
+            "false".to_owned(),
+            format!("[{PLANTED}]"),
+            format!("{{ x = {PLANTED} }}"),
+            "1979-05-27".to_owned(),
+        ] {
+            let text = toml(&value);
+            let errors = parse(&text, Format::Toml, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                errors.starts_with("accounts[0].apikey: expected a string, found "),
+                "{text}: {errors}"
+            );
+            assert_hidden(&errors, &text);
+        }
+        // What looks like a value rather than a variable's name is not echoed either.
+        let text = SMS.replace(
+            "dev_secret: s3cr3t-value",
+            &format!("dev_secret_env: '{PLANTED}'"),
+        );
+        let errors = parse_yaml(&text).unwrap_err().to_string();
+        assert!(
+            errors.starts_with(
+                "accounts[0].dev_secret_env: expected the name of an environment variable"
+            ),
+            "{errors}"
+        );
+        assert_hidden(&errors, &text);
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column_never_the_line() {
+        let yaml = [
+            (
+                format!("accounts:\n  - name: a\n    dev_secret: \"{PLANTED}\n"),
+                "line 4, column 1: ",
+            ),
+            (
+                format!("accounts:\n  - name: a\n    dev_secret: !!int x{PLANTED}\n"),
+                "line 3, column 17: ",
+            ),
+            (
+                format!("accounts:\n  - name: a\n    dev_secret: !!float x{PLANTED}\n"),
+                "line 3, column 17: ",
+            ),
+            (
+                format!("accounts:\n  - name: a\n    dev_secret: {PLANTED}: x: y\n"),
+                "line 3, column 27: ",
+            ),
+            (
+                format!("accounts:\n  - name: a\n    dev_secret: '{PLANTED}'x\n"),
+                "line 3, column 29: ",
+            ),
+            (
+                format!("accounts:\n  - name: a\n    dev_secret: *{PLANTED}\n"),
+                "line 3, column 17: ",
+            ),
+        ];
+        for (text, at) in &yaml {
+            let errors = parse_yaml(text).unwrap_err().to_string();
+            assert_hidden(&errors, text);
+            let expected = format!("cannot parse the file: {at}");
+            assert!(errors.starts_with(&expected), "{text:?}: {errors}");
+            assert!(
+                errors.len() > expected.len() + 5,
+                "the complaint is kept: {errors}"
+            );
+        }
+        let toml = [
+            (
+                format!("[[accounts]]\nname = \"a\"\ndev_secret = {PLANTED}x\n"),
+                "line 3, column 24: expected newline",
+            ),
+            (
+                format!("[[accounts]]\nname = \"a\"\ndev_secret = \"{PLANTED}\n"),
+                "line 3, column 25: invalid basic string",
+            ),
+            (
+                format!("[[accounts]]\nname = \"a\"\ndev_secret = 1979-05-27T{PLANTED}\n"),
+                "line 3, column 24: ",
+            ),
+            (
+                format!("[[accounts]]\nname = \"a\"\ndev_secret = [{PLANTED}x]\n"),
+                "line 3, column 25: invalid array",
+            ),
+            (
+                format!(
+                    "[[accounts]]\nname = \"a\"\ndev_secret = \"{PLANTED}\"\ndev_secret = \"{PLANTED}\"\n"
+                ),
+                "line 4, column 1: duplicate key `dev_secret` in table `accounts`",
+            ),
+        ];
+        for (text, at) in &toml {
+            let errors = parse(text, Format::Toml, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert_hidden(&errors, text);
+            let expected = format!("cannot parse the file: {at}");
+            assert!(errors.starts_with(&expected), "{text:?}: {errors}");
+            assert!(
+                !errors.contains('\n') && !errors.contains('^'),
+                "one line, no source excerpt: {errors}"
+            );
+        }
+        assert_eq!(
+            parse_yaml(&format!("- {PLANTED}")).unwrap_err().to_string(),
+            "cannot parse the file: the file must be a mapping (with global and accounts)"
+        );
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("é\nxé", 6), (2, 3));
+        // Inside a character: the character's own column.
+        assert_eq!(line_and_column("é\nxé", 5), (2, 2));
+        assert_eq!(line_and_column("é", 1), (1, 1));
+        assert_eq!(line_and_column("", 7), (1, 1));
     }
 }

@@ -16,11 +16,12 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{ErrorClass, ProviderError};
+use super::wire::label_text;
+use super::{ErrorClass, ProviderError, codes};
 use crate::clock::{Clock, signed_seconds_between};
 use crate::config::{Config, Global};
 use crate::metrics::AccountTelemetry;
-use crate::secret::{Secret, redact};
+use crate::secret::{Secret, redact, reveals};
 
 /// At most this many attempts of one request within a poll.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -339,21 +340,41 @@ impl<'a> Http<'a> {
         })
     }
 
-    /// Makes an error's message safe to log and show: no secrets, no control characters,
-    /// bounded length.
-    fn scrub(&self, mut error: ProviderError) -> ProviderError {
-        let redacted = redact(&error.message, self.secrets);
-        let mut clean: String = redacted
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(MESSAGE_LIMIT)
-            .collect();
-        if redacted.chars().count() > MESSAGE_LIMIT {
-            clean.push_str("...");
-        }
-        error.message = clean;
-        error
+    /// Makes an error safe to log, show and label ([`scrub_error`] with the account's
+    /// secrets).
+    fn scrub(&self, error: ProviderError) -> ProviderError {
+        scrub_error(error, self.secrets)
     }
+}
+
+/// Makes an error safe to log, show and export: a message without secrets (in any form,
+/// see [`redact`]) or control characters, of bounded length; a code that reveals a secret
+/// becomes [`codes::REDACTED`] (it is a label value; a piece of it would still leak), any
+/// other code printable and bounded. Applying it twice changes nothing more.
+pub fn scrub_error(mut error: ProviderError, secrets: &[Secret]) -> ProviderError {
+    let redacted = redact(&error.message, secrets);
+    let mut clean: String = redacted
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MESSAGE_LIMIT)
+        .collect();
+    if redacted.chars().count() > MESSAGE_LIMIT {
+        clean.push_str("...");
+    }
+    error.message = clean;
+    if reveals(&error.code, secrets) {
+        error.code = codes::REDACTED.to_owned();
+    } else {
+        let bounded = label_text(&error.code);
+        if bounded != error.code {
+            error.code = if bounded.is_empty() {
+                codes::REDACTED.to_owned()
+            } else {
+                bounded
+            };
+        }
+    }
+    error
 }
 
 fn body_too_large() -> ProviderError {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::Fields;
+use crate::secret::Secret;
 use crate::sim::DemoPart;
 use crate::snapshot::Snapshot;
 
@@ -49,6 +50,13 @@ pub trait ProviderSettings: fmt::Debug + Send + Sync {
     /// Whether the provider mints access tokens (`balance_token_refreshes_total` starts at 0).
     fn mints_tokens(&self) -> bool {
         false
+    }
+    /// Credentials derived from the account's secrets that go on the wire (EngageLab's
+    /// `dev_key:dev_secret`, sent base64-encoded in a Basic header), so that a provider's
+    /// text echoing them is redacted too. Every secret, these included, is also redacted in
+    /// its encoded forms (`secret::redact`): list only combinations, not encodings.
+    fn derived_secrets(&self) -> Vec<Secret> {
+        Vec::new()
     }
     /// The poller for this account.
     fn build(&self) -> Arc<dyn Provider>;
@@ -152,6 +160,9 @@ pub mod codes {
     pub const WRONG_CURRENCY: &str = "wrong_currency";
     /// A list page with more entries than the `page_size` asked for (UQPay).
     pub const PAGE_TOO_LONG: &str = "page_too_long";
+    /// A provider's code that cannot be a label as it came: it revealed a secret (it echoed
+    /// a credential) or had no printable character. One fixed value instead.
+    pub const REDACTED: &str = "redacted";
 
     /// Every code above. `http_<status>` codes are the exporter's too ([`is_exporter_code`]).
     pub const ALL: &[&str] = &[
@@ -168,6 +179,7 @@ pub mod codes {
         TOO_MANY_CURRENCIES,
         WRONG_CURRENCY,
         PAGE_TOO_LONG,
+        REDACTED,
     ];
 
     /// Whether `code` is one of the exporter's own: one of [`ALL`] or `http_<status>` with a

@@ -118,6 +118,15 @@ impl ProviderSettings for Config {
         DOCUMENTED_ERRORS
     }
 
+    /// The Basic credentials, as a provider echoing its `Authorization` header shows them.
+    fn derived_secrets(&self) -> Vec<Secret> {
+        vec![Secret::new(format!(
+            "{}:{}",
+            self.dev_key,
+            self.dev_secret.expose()
+        ))]
+    }
+
     fn build(&self) -> Arc<dyn Provider> {
         Arc::new(EngageLab {
             config: self.clone(),

@@ -35,15 +35,15 @@ use tokio::time::Instant;
 use self::token::{
     CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, Usable,
 };
-use super::http::join_url;
+use super::http::{join_url, scrub_error};
 use super::{
     CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response, codes,
 };
 use crate::clock::{Clock, signed_seconds_between};
 use crate::config::{Fields, is_currency_code};
 use crate::money::parse_amount;
-use crate::secret::{Secret, redact};
-use crate::snapshot::{Balance, Snapshot};
+use crate::secret::Secret;
+use crate::snapshot::Snapshot;
 
 pub const PRODUCTION_BASE_URL: &str = "https://api.uqpay.com/api";
 pub const SANDBOX_BASE_URL: &str = "https://api-sandbox.uqpaytech.com/api";
@@ -517,7 +517,6 @@ fn too_many_currencies(message: String) -> ProviderError {
 /// with a balance is `too_many_currencies`, as soon as the one too many arrives.
 struct Merged {
     snapshot: Snapshot,
-    seen: HashSet<(String, &'static str)>,
     currencies: HashSet<String>,
     max: usize,
 }
@@ -526,7 +525,6 @@ impl Merged {
     fn new(max: usize) -> Self {
         Merged {
             snapshot: Snapshot::default(),
-            seen: HashSet::new(),
             currencies: HashSet::new(),
             max,
         }
@@ -546,15 +544,9 @@ impl Merged {
                 }
                 self.currencies.insert(currency.clone());
             }
+            // `Snapshot::add` keeps the first amount of a currency and kind, in constant time.
             for ((kind, _), amount) in FIELDS.iter().zip(amounts) {
-                let Some(amount) = amount else { continue };
-                if self.seen.insert((currency.clone(), kind)) {
-                    self.snapshot.balances.push(Balance {
-                        currency: currency.clone(),
-                        kind,
-                        amount,
-                    });
-                }
+                self.snapshot.add(&currency, kind, amount);
             }
         }
         Ok(())
@@ -592,8 +584,6 @@ fn error_from(response: &Response, token: &Secret) -> ProviderError {
             let snippet: String = text.trim().chars().take(120).collect();
             format!("HTTP {}: {snippet}", response.status)
         });
-    // A message may echo the token; the config's secrets are scrubbed by the caller.
-    let message = redact(&message, std::slice::from_ref(token));
     let error = match code {
         Some(code) => {
             let class = match code.as_str() {
@@ -605,7 +595,9 @@ fn error_from(response: &Response, token: &Secret) -> ProviderError {
         }
         None => ProviderError::http_status(response.status, message),
     };
-    error.with_retry_after(response.retry_after())
+    // The message or the code may echo the token, which only this poll knows; the config's
+    // secrets are scrubbed by the caller.
+    scrub_error(error, std::slice::from_ref(token)).with_retry_after(response.retry_after())
 }
 
 /// A usable `code` label from a JSON string or number.
