@@ -11,9 +11,7 @@ use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
 use balance_exporter::providers::uqpay::sim::{SimBalance, SimClient, UqPaySim};
 use balance_exporter::sim::{Ledger, SimServer};
 use base64::Engine as _;
-use common::{
-    Daemon, Exporter, Exposition, TempDir, assert_promtool_clean, get, poll_succeeded, run_binary,
-};
+use common::{Daemon, Exporter, Exposition, TempDir, assert_promtool_clean, get, poll_succeeded};
 use rust_decimal::Decimal;
 
 async fn sms_simulator(accounts: &[(&str, &str)]) -> (Arc<EngageLabSim>, SimServer) {
@@ -32,16 +30,7 @@ async fn sms_simulator(accounts: &[(&str, &str)]) -> (Arc<EngageLabSim>, SimServ
     (sim, server)
 }
 
-/// Runs the binary off the async runtime, so the in-process simulator keeps answering.
-async fn run(args: Vec<String>, env: Vec<(String, String)>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_binary(&args, &env)
-    })
-    .await
-    .unwrap()
-}
+use common::run_binary_async as run;
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()

@@ -8,19 +8,13 @@ use balance_exporter::providers::engagelab::Product;
 use balance_exporter::providers::engagelab::sim::{EngageLabSim, SimAccount};
 use balance_exporter::sim::Ledger;
 use base64::Engine as _;
-use common::{TempDir, run_binary};
+use common::TempDir;
 use rust_decimal::Decimal;
 
 const SECRET: &str = "8675309123";
 
-/// Runs the binary off the async runtime, so an in-process simulator keeps answering.
 async fn run(args: Vec<String>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_binary(&args, &[])
-    })
-    .await
-    .unwrap()
+    common::run_binary_async(args, Vec::new()).await
 }
 
 /// Every form of `secret` that must not appear.
@@ -126,14 +120,10 @@ async fn once_at_trace_level_logs_no_secret_nor_its_basic_header() {
         stdout.contains("balance_amount{"),
         "the poll reached the simulator:\n{stdout}"
     );
-    assert!(sim_saw_requests(&server), "the simulator was asked");
+    assert!(server.request_count() > 0, "the simulator was asked");
     assert!(
         stderr.contains("level=trace"),
         "trace logging was on:\n{stderr}"
     );
     assert_hidden(&format!("{stdout}{stderr}"), &forms(key, secret), "--once");
-}
-
-fn sim_saw_requests(server: &balance_exporter::sim::SimServer) -> bool {
-    server.request_count() > 0
 }

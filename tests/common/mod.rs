@@ -564,3 +564,17 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// [`run_binary`] off the async runtime, so that an in-process simulator keeps answering.
+pub async fn run_binary_async(
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_binary(&args, &env)
+    })
+    .await
+    .unwrap()
+}
