@@ -701,6 +701,29 @@ mod tests {
         h.scheduler.stop();
     }
 
+    /// The first polls start at once (within [`MAX_STAGGER`]), not after an interval: the
+    /// demo and a freshly started exporter show balances right away.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_polls_start_within_the_stagger_not_after_an_interval() {
+        let mut h = harness(&[]);
+        let started = Instant::now();
+        let accounts = [("a", "1h"), ("b", "1h"), ("c", "5s"), ("d", "1s")];
+        h.scheduler.apply(&config("5s", &accounts)).unwrap();
+        let mut waiting: std::collections::BTreeSet<&str> =
+            accounts.iter().map(|(name, _)| *name).collect();
+        while !waiting.is_empty() {
+            let (account, _) = tokio::time::timeout(WAIT_LIMIT, h.fetched.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no first poll of {waiting:?} within an hour"))
+                .unwrap();
+            waiting.remove(account.as_str());
+        }
+        let took = Instant::now().duration_since(started);
+        // Paused time: the largest of the random first delays, never more than the cap.
+        assert!(took <= MAX_STAGGER, "{took:?}");
+        h.scheduler.stop();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_poller_that_keeps_panicking_restarts_ever_more_slowly() {
         let mut h = harness(&[("broken", vec![Step::Panic])]);

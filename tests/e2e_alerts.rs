@@ -58,6 +58,7 @@ const DRAINING_ALERTS: [&str; 3] = ["BalanceLow", "BalanceCritical", "BalanceDep
 const JOB: &str = "balance_exporter";
 
 #[test]
+#[ignore = "end to end, about 5.5 min: needs prometheus and prometheus-alertmanager; run by .ci/run (cargo test -- --include-ignored)"]
 fn demo_alerts_reach_alertmanager_and_dashboards_show_data() {
     let (Some(prometheus), Some(alertmanager)) = (
         common::tool("prometheus"),

@@ -299,6 +299,79 @@ pub enum Fault {
     /// `status` (429 or 503) with a `Retry-After` that overflows naive time arithmetic:
     /// [`HOSTILE_RETRY_AFTER_SECONDS`], or with `far_date` [`HOSTILE_RETRY_AFTER_DATE`].
     HostileRetryAfter { status: u16, far_date: bool },
+    /// Answer normally once the test opens this [`Gate`]: a request in flight for exactly as
+    /// long as the test needs, however slow the machine.
+    Held(Gate),
+}
+
+/// Holds the answers to requests until the test opens it, and lets the test wait until a
+/// request has arrived. Clones share one gate. Use it as [`Fault::Held`] with any provider's
+/// simulator.
+#[derive(Clone)]
+pub struct Gate {
+    status: Arc<tokio::sync::watch::Sender<GateStatus>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct GateStatus {
+    arrived: usize,
+    open: bool,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate {
+            status: Arc::new(tokio::sync::watch::Sender::new(GateStatus::default())),
+        }
+    }
+
+    /// Lets every held request and every later one through.
+    pub fn open(&self) {
+        self.status.send_modify(|s| s.open = true);
+    }
+
+    /// How many requests have reached the gate so far (held now or let through).
+    pub fn arrived(&self) -> usize {
+        self.status.borrow().arrived
+    }
+
+    /// Waits until `n` requests have reached the gate. No timeout: wrap it in one.
+    pub async fn until_arrived(&self, n: usize) {
+        let mut status = self.status.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        let _ = status.wait_for(|s| s.arrived >= n).await;
+    }
+
+    /// Counts the request in and waits until the gate is open.
+    async fn pass(&self) {
+        let mut status = self.status.subscribe();
+        self.status.send_modify(|s| s.arrived += 1);
+        let _ = status.wait_for(|s| s.open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = *self.status.borrow();
+        f.debug_struct("Gate")
+            .field("arrived", &status.arrived)
+            .field("open", &status.open)
+            .finish()
+    }
+}
+
+/// The same gate, not two gates in the same state.
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.status, &other.status)
+    }
 }
 
 /// `Retry-After` in seconds as the largest `u64`: `Instant::now() + Duration` overflows.
@@ -491,6 +564,10 @@ pub async fn neutral_fault(fault: &Fault) -> Option<SimResponse> {
             None
         }
         Fault::Hang => std::future::pending().await,
+        Fault::Held(gate) => {
+            gate.pass().await;
+            None
+        }
         Fault::Malformed => Some(SimResponse::json(200, r#"{"balance": 12.5, "curr"#)),
         Fault::Garbage => {
             let mut bytes = vec![0u8; 512];
@@ -734,6 +811,42 @@ mod tests {
         async fn handle(&self, _: &SimRequest) -> SimResponse {
             self.0.clone()
         }
+    }
+
+    /// Answers 200 once `Fault::Held` lets the request through.
+    struct Behind(Gate);
+
+    #[async_trait::async_trait]
+    impl SimHandler for Behind {
+        async fn handle(&self, _: &SimRequest) -> SimResponse {
+            assert!(neutral_fault(&Fault::Held(self.0.clone())).await.is_none());
+            SimResponse::json(200, "{}")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_request_is_answered_only_once_the_gate_opens() {
+        let gate = Gate::new();
+        let server = SimServer::start(Arc::new(Behind(gate.clone())))
+            .await
+            .unwrap();
+        let url = server.base_url();
+        let first = tokio::spawn(reqwest::get(url.clone()));
+        let second = tokio::spawn(reqwest::get(url.clone()));
+        tokio::time::timeout(Duration::from_secs(60), gate.until_arrived(2))
+            .await
+            .expect("two requests at the gate within 60 s");
+        assert_eq!(gate.arrived(), 2);
+        assert!(!first.is_finished() && !second.is_finished(), "{gate:?}");
+        gate.open();
+        for held in [first, second] {
+            assert_eq!(held.await.unwrap().unwrap().status().as_u16(), 200);
+        }
+        // Open stays open.
+        assert_eq!(reqwest::get(url).await.unwrap().status().as_u16(), 200);
+        assert_eq!(gate.arrived(), 3);
+        assert_eq!(Fault::Held(gate.clone()), Fault::Held(gate));
+        assert_ne!(Fault::Held(Gate::new()), Fault::Held(Gate::new()));
     }
 
     #[tokio::test]
