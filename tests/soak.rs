@@ -2,7 +2,10 @@
 //! polled by the exporter's binary while a scraper reads `/metrics` the way Prometheus does,
 //! several times a second. Asserts that `/metrics` keeps answering fast, that memory and open
 //! file descriptors stay flat, that nothing panics, that every injected fault is counted under
-//! its code, and that every account recovers within two intervals once the faults stop.
+//! its code and class, that the balances shown are always those of the ledgers (a failed poll,
+//! whatever it answered, leaves them as they were), that a poll without a balance is a
+//! failure, that every account recovers within two intervals once the faults stop, and that
+//! accounts a hostile `Retry-After` paused are polled again once a reload ends the pause.
 //!
 //! `cargo test --test soak -- --nocapture` runs the short version (75 s of faults) and prints
 //! its figures; `BALANCE_EXPORTER_SOAK_SECONDS=600` makes it the 10-minute one.
@@ -70,6 +73,8 @@ const SCRAPE_EVERY: Duration = Duration::from_millis(200);
 /// Requests every other account sends (a poll or more each) before an account that should
 /// be polled again counts as stalled.
 const POLLED_AGAIN_WITHIN: f64 = 4.0;
+/// EngageLab accounts that answer `200 {}` to every call in the second half of the faults.
+const ANSWERING_NOTHING: usize = 5;
 
 /// The provider-neutral faults every account gets: a name, the fault, its rate and its run.
 fn neutral_mix() -> Vec<(&'static str, Fault, f64, usize)> {
@@ -493,6 +498,46 @@ impl Fleet {
         out
     }
 
+    /// Makes up to `n` EngageLab accounts that are up answer `200 {}` to every call from now
+    /// on, and nothing else (no other fault, so that every poll fails for that alone); returns
+    /// their names. What their plans injected so far goes to `injected`.
+    fn answer_nothing(
+        &self,
+        up: &HashMap<String, f64>,
+        n: usize,
+        injected: &mut Injected,
+    ) -> Vec<String> {
+        let mut chosen = Vec::new();
+        for (provider, name, key) in &self.accounts {
+            if chosen.len() == n {
+                break;
+            }
+            if *provider != "engagelab" || up.get(name) != Some(&1.0) {
+                continue;
+            }
+            self.engagelab.update(key, |a| {
+                tally(
+                    injected,
+                    "engagelab",
+                    kind_names("engagelab"),
+                    &mut a.faults,
+                );
+                tally(
+                    injected,
+                    "engagelab",
+                    names(engagelab_body_mix()),
+                    &mut a.body_faults,
+                );
+                // The first of the mix, at every request, so that it is tallied as before.
+                let (first, fault, _) = engagelab_body_mix().remove(0);
+                assert_eq!(fault, EngageLabBodyFault::NoBalance, "{first}");
+                a.body_faults = plan_of(vec![(first, fault, 1.0)]);
+            });
+            chosen.push(name.clone());
+        }
+        chosen
+    }
+
     /// Stops every fault and returns what was injected: `(provider, kind) -> requests`, and
     /// which accounts a hostile `Retry-After` hit.
     fn stop_faults(&self) -> Stopped {
@@ -863,59 +908,66 @@ async fn a_thousand_accounts_under_every_fault() {
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut sampling = tokio::time::interval(Duration::from_secs(1));
+    // Halfway, a few accounts start answering `200 {}` to every call.
+    let mut earlier = Injected::new();
+    let mut answering_nothing = None;
     while started.elapsed() < fault_phase {
+        if answering_nothing.is_none() && started.elapsed() >= fault_phase / 2 {
+            let scrape = daemon_scrape(&daemon).await;
+            let up = by_account(&scrape, "balance_up");
+            let accounts = fleet.answer_nothing(&up, ANSWERING_NOTHING, &mut earlier);
+            answering_nothing = Some((accounts, requests_by_account(&scrape)));
+        }
         sampling.tick().await;
         samples.push(sample(pid, started.elapsed()));
         assert!(daemon.process().is_running(), "the exporter died");
-        if samples.len() % 5 == 0 {
+        if samples.len() % 15 == 0 {
             assert_balances(&daemon_scrape(&daemon).await, &fleet, "during the faults");
         }
     }
     let faulted = daemon_scrape(&daemon).await;
     assert_balances(&faulted, &fleet, "at the end of the faults");
+    // A poll that yields no balance is a failed one, and the balances shown before stay
+    // (assert_balances: the account had a successful poll, so they are there).
+    let (answering_nothing, requests_then) = answering_nothing.expect("halfway came");
+    assert_eq!(
+        answering_nothing.len(),
+        ANSWERING_NOTHING,
+        "too few accounts up halfway"
+    );
+    let (up, requests) = (
+        by_account(&faulted, "balance_up"),
+        requests_by_account(&faulted),
+    );
+    for name in &answering_nothing {
+        let since = requests.get(name).copied().unwrap_or(0.0)
+            - requests_then.get(name).copied().unwrap_or(0.0);
+        assert!(
+            since >= 3.0,
+            "{name}: {since} requests since it answers nothing"
+        );
+        assert_eq!(
+            up.get(name),
+            Some(&0.0),
+            "{name} answers 200 {{}} but is up"
+        );
+    }
     let cpu_faults = (
         cpu_time(&pid.to_string()) - cpu_start.0,
         cpu_time("self") - cpu_start.1,
     );
     let Stopped {
-        injected,
+        mut injected,
         paused,
         unpaused,
     } = fleet.stop_faults();
+    for (kind, n) in earlier {
+        *injected.entry(kind).or_default() += n;
+    }
     let faults_stopped = unix_now();
-    let others: Vec<&str> = fleet
-        .accounts
-        .iter()
-        .map(|(_, name, _)| name.as_str())
-        .filter(|name| !paused.contains(*name) && !unpaused.contains(*name))
-        .collect();
-    // A hostile Retry-After that pauses nothing (a 503's, PayBy's unsigned 429) leaves the
-    // account on its usual schedule.
-    wait_polled_again(
-        &daemon,
-        &unpaused,
-        &others,
-        faults_stopped,
-        "after a hostile Retry-After that pauses nothing",
-    )
-    .await;
-    // One on a rate limit pauses the account for the pause cap (10 minutes, longer than the
-    // soak); a reload ends the pause.
-    daemon.signal("HUP");
-    tokio::task::block_in_place(|| {
-        daemon.wait_for_line(|l| l.contains("msg=\"configuration reloaded\""))
-    });
-    let reloaded = unix_now();
-    wait_polled_again(
-        &daemon,
-        &paused,
-        &others,
-        reloaded,
-        "after a reload ended the pause of a hostile Retry-After",
-    )
-    .await;
-
-    // Recovery: every account has a successful poll after the faults stopped.
+    // Recovery: every account has a successful poll after the faults stopped, those a hostile
+    // Retry-After did not pause included (no stall on their usual schedule). The paused ones
+    // come after the reload below.
     let recovery_deadline = Instant::now() + INTERVAL * 4;
     let recovered = loop {
         let scrape = daemon_scrape(&daemon).await;
@@ -925,6 +977,7 @@ async fn a_thousand_accounts_under_every_fault() {
             .accounts
             .iter()
             .map(|(_, name, _)| name)
+            .filter(|name| !paused.contains(*name))
             .filter(|name| {
                 let succeeded = success.get(*name).is_some_and(|t| *t >= faults_stopped);
                 !(succeeded && up.get(*name) == Some(&1.0))
@@ -951,14 +1004,34 @@ async fn a_thousand_accounts_under_every_fault() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_balances(&recovered, &fleet, "after the faults");
-    let last_success = by_account(&recovered, "balance_last_success_timestamp_seconds");
-    // The accounts a hostile Retry-After paused recover after the reload, not on their own.
-    let slowest_recovery = last_success
+    let slowest_recovery = by_account(&recovered, "balance_last_success_timestamp_seconds")
         .iter()
         .filter(|(name, _)| !paused.contains(*name))
         .map(|(_, t)| t - faults_stopped)
         .fold(0.0, f64::max);
+    // A hostile Retry-After on a rate limit pauses the account for the pause cap (10 minutes,
+    // longer than the soak); a reload ends the pause.
+    let others: Vec<&str> = fleet
+        .accounts
+        .iter()
+        .map(|(_, name, _)| name.as_str())
+        .filter(|name| !paused.contains(*name) && !unpaused.contains(*name))
+        .collect();
+    daemon.signal("HUP");
+    tokio::task::block_in_place(|| {
+        daemon.wait_for_line(|l| l.contains("msg=\"configuration reloaded\""))
+    });
+    let reloaded = unix_now();
+    let recovered = wait_polled_again(
+        &daemon,
+        &paused,
+        &others,
+        reloaded,
+        "after a reload ended the pause of a hostile Retry-After",
+    )
+    .await;
+    assert_balances(&recovered, &fleet, "after the faults");
+    let last_success = by_account(&recovered, "balance_last_success_timestamp_seconds");
     let slowest_after_reload = paused
         .iter()
         .filter_map(|name| last_success.get(name))
@@ -1018,6 +1091,9 @@ async fn a_thousand_accounts_under_every_fault() {
     );
     println!(
         "recovery: slowest account had a successful poll {slowest_recovery:.1} s after the faults stopped"
+    );
+    println!(
+        "{ANSWERING_NOTHING} accounts answering 200 {{}} to every call in the second half: down, their balances kept"
     );
     println!(
         "hostile Retry-After: {} accounts paused, polled again {slowest_after_reload:.1} s after the reload at the latest; {} accounts not paused, polled again on their own; poller restarts: {restarts}",
