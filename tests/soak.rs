@@ -161,12 +161,12 @@ fn payby_answer_mix() -> Mix<PayByAnswerFault> {
         (
             "success_without_body",
             PayByAnswerFault::SuccessWithoutBody,
-            0.01,
+            0.03,
         ),
         (
             "wrong_currency",
             PayByAnswerFault::WrongCurrency("USD".to_owned()),
-            0.01,
+            0.03,
         ),
         (
             "unsigned_gateway_error",
@@ -174,7 +174,7 @@ fn payby_answer_mix() -> Mix<PayByAnswerFault> {
                 code: "5801".to_owned(),
                 msg: "UNAUTHORIZED".to_owned(),
             },
-            0.01,
+            0.03,
         ),
     ]
 }
@@ -925,31 +925,41 @@ async fn a_thousand_accounts_under_every_fault() {
             assert_balances(&daemon_scrape(&daemon).await, &fleet, "during the faults");
         }
     }
-    let faulted = daemon_scrape(&daemon).await;
-    assert_balances(&faulted, &fleet, "at the end of the faults");
-    // A poll that yields no balance is a failed one, and the balances shown before stay
-    // (assert_balances: the account had a successful poll, so they are there).
+    // A poll that yields no balance is a failed one, and the balances shown before stay.
+    // Waits (for events, not time) until each account answering nothing has had two requests
+    // since: at least one poll after the switch, and the last one failed.
     let (answering_nothing, requests_then) = answering_nothing.expect("halfway came");
     assert_eq!(
         answering_nothing.len(),
         ANSWERING_NOTHING,
         "too few accounts up halfway"
     );
-    let (up, requests) = (
-        by_account(&faulted, "balance_up"),
-        requests_by_account(&faulted),
-    );
-    for name in &answering_nothing {
-        let since = requests.get(name).copied().unwrap_or(0.0)
-            - requests_then.get(name).copied().unwrap_or(0.0);
+    let waiting = Instant::now();
+    let faulted = loop {
+        let scrape = daemon_scrape(&daemon).await;
+        let requests = requests_by_account(&scrape);
+        let polled = answering_nothing.iter().all(|name| {
+            requests.get(name).copied().unwrap_or(0.0)
+                - requests_then.get(name).copied().unwrap_or(0.0)
+                >= 2.0
+        });
+        if polled {
+            break scrape;
+        }
+        // Only bounds a test that would otherwise hang.
         assert!(
-            since >= 3.0,
-            "{name}: {since} requests since it answers nothing"
+            waiting.elapsed() < PATIENCE,
+            "accounts answering nothing are not polled: {answering_nothing:?}"
         );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_balances(&faulted, &fleet, "at the end of the faults");
+    let up = by_account(&faulted, "balance_up");
+    for name in &answering_nothing {
         assert_eq!(
             up.get(name),
             Some(&0.0),
-            "{name} answers 200 {{}} but is up"
+            "{name} answers 200 {{}} to every call but is up"
         );
     }
     let cpu_faults = (
