@@ -154,8 +154,9 @@ fn uqpay_body_mix() -> Mix<UqPayBodyFault> {
     ]
 }
 
-/// PayBy's answers that look right and are not. The unsigned gateway error names a `msg`
-/// of class auth: unsigned, it must stay class server.
+/// PayBy's answers that look right and are not, at 3%: they go to half of PayBy's accounts,
+/// the fewest. The unsigned gateway error names a `msg` of class auth: unsigned, it must stay
+/// class server.
 fn payby_answer_mix() -> Mix<PayByAnswerFault> {
     vec![
         (
@@ -1151,18 +1152,6 @@ async fn a_thousand_accounts_under_every_fault() {
     );
     let failed: Vec<_> = scrapes.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failed.is_empty(), "scrapes that failed: {failed:?}");
-    assert!(p99 < P99_LIMIT, "p99 scrape latency {p99:?}");
-    assert!(
-        rss_last <= rss_first * 1.10,
-        "RSS grew from {rss_first:.1} MiB to {rss_last:.1} MiB after warm-up"
-    );
-    // Each request holds at most one connection; idle ones are kept per simulator host.
-    let fd_bound = MAX_CONCURRENT_REQUESTS * (fleet.servers.len() + 1) + 32;
-    assert!(fd_max <= fd_bound, "{fd_max} open fds, bound {fd_bound}");
-    assert!(
-        fds_last <= fds_first * 1.25 + 8.0,
-        "open fds trend upwards: {fds_first:.0} after warm-up, {fds_last:.0} at the end"
-    );
     assert!(!log.contains("panicked"), "the exporter panicked:\n{log}");
     assert_eq!(restarts, 0.0, "pollers stopped and were restarted");
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
@@ -1227,6 +1216,20 @@ async fn a_thousand_accounts_under_every_fault() {
             s.value
         );
     }
+    // The figures that depend on how busy the machine is come last, so that a slow run
+    // still checks every count above.
+    assert!(p99 < P99_LIMIT, "p99 scrape latency {p99:?}");
+    assert!(
+        rss_last <= rss_first * 1.10,
+        "RSS grew from {rss_first:.1} MiB to {rss_last:.1} MiB after warm-up"
+    );
+    // Each request holds at most one connection; idle ones are kept per simulator host.
+    let fd_bound = MAX_CONCURRENT_REQUESTS * (fleet.servers.len() + 1) + 32;
+    assert!(fd_max <= fd_bound, "{fd_max} open fds, bound {fd_bound}");
+    assert!(
+        fds_last <= fds_first * 1.25 + 8.0,
+        "open fds trend upwards: {fds_first:.0} after warm-up, {fds_last:.0} at the end"
+    );
     assert!(
         slowest_recovery <= (INTERVAL * 2).as_secs_f64(),
         "an account took {slowest_recovery:.1} s to recover"
