@@ -8,6 +8,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod error;
+pub mod fields;
 pub mod logging;
 pub mod metrics;
 pub mod money;

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use futures_util::future::join_all;
-use rustls::pki_types::CertificateDer;
 use tokio::sync::{broadcast, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
-use crate::providers::http::{later, pause_cap};
+use crate::providers::http::{HttpSettings, later, pause_cap};
 use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
 use crate::secret::redact;
 
@@ -65,30 +64,6 @@ struct Running {
     client: Option<(HttpSettings, HttpClient)>,
     pollers: BTreeMap<String, (AccountConfig, JoinHandle<()>)>,
     render: Option<JoinHandle<()>>,
-}
-
-/// What the HTTP client is built from: the global settings and which accounts trust which
-/// extra CAs (`ca_file`). When they change, so does the client.
-#[derive(Debug, Clone, PartialEq)]
-struct HttpSettings {
-    request_timeout: Duration,
-    max_concurrent_requests: usize,
-    extra_roots: Vec<(String, Vec<CertificateDer<'static>>)>,
-}
-
-impl HttpSettings {
-    fn of(config: &Config) -> Self {
-        HttpSettings {
-            request_timeout: config.global.request_timeout,
-            max_concurrent_requests: config.global.max_concurrent_requests,
-            extra_roots: config
-                .accounts
-                .iter()
-                .filter(|a| !a.ca_certificates.is_empty())
-                .map(|a| (a.name.clone(), a.ca_certificates.clone()))
-                .collect(),
-        }
-    }
 }
 
 /// What [`Scheduler::apply`] changed, by account count.
@@ -150,10 +125,10 @@ impl Scheduler {
             account.provider.settings().clear_pauses();
         }
         self.reloads.send_modify(|r| *r += 1);
-        let settings = HttpSettings::of(config);
+        let settings = config.http_settings();
         let (client, new_client) = match &running.client {
             Some((current, client)) if *current == settings => (client.clone(), false),
-            _ => (HttpClient::new(config, self.clock)?, true),
+            _ => (HttpClient::new(&settings, self.clock)?, true),
         };
         if new_client {
             running.client = Some((settings, client.clone()));
@@ -204,7 +179,7 @@ impl Scheduler {
 
     /// Polls every account of `config` once, at the same time. True if all succeeded.
     pub async fn poll_once(&self, config: &Config) -> Result<bool, reqwest::Error> {
-        let client = HttpClient::new(config, self.clock)?;
+        let client = HttpClient::new(&config.http_settings(), self.clock)?;
         let telemetry = self
             .metrics
             .configure(&config.accounts, config.global.stale_after);
@@ -423,7 +398,7 @@ impl AccountPoller {
         let deadline = later(started, self.config.poll_interval);
         let http = Http::new(
             &self.client,
-            &self.telemetry,
+            self.telemetry.as_ref(),
             &self.config.secrets,
             deadline,
             self.config.max_currencies,

@@ -19,8 +19,6 @@ use tokio::time::Instant;
 use super::wire::label_text;
 use super::{ErrorClass, ProviderError, codes};
 use crate::clock::{Clock, signed_seconds_between};
-use crate::config::{Config, Global};
-use crate::metrics::AccountTelemetry;
 use crate::secret::{Secret, redact, reveals};
 
 /// At most this many attempts of one request within a poll.
@@ -49,6 +47,31 @@ pub fn later(at: Instant, wait: Duration) -> Instant {
         .unwrap_or(at)
 }
 
+/// Everything the HTTP client is built from, in one value: `config` produces it, and the
+/// scheduler compares the new one with the running client's to decide whether to rebuild it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    /// The accounts that trust extra CAs (`ca_file`), by name, with those CAs.
+    pub extra_roots: Vec<(String, Vec<CertificateDer<'static>>)>,
+}
+
+/// What a poll reports as it happens, for the metrics side to count: the provider layer
+/// knows nothing of metrics, only this.
+pub trait PollObserver: Send + Sync {
+    /// The account polled (for logs, and to pick its client).
+    fn account(&self) -> &str;
+    /// A request to `endpoint` got an answer, or failed to, after `duration`.
+    fn request_done(&self, endpoint: &'static str, duration: Duration);
+    /// An attempt failed with `error` (already scrubbed of secrets).
+    fn request_failed(&self, error: &ProviderError);
+    /// The provider's `Date` minus the local clock, in seconds.
+    fn clock_skew(&self, seconds: f64);
+    /// A new access token was minted.
+    fn token_minted(&self);
+}
+
 /// The HTTP clients shared by all accounts: one for the platform's roots, and one more per
 /// distinct `ca_file` content, shared by the accounts naming it, so connections stay pooled.
 #[derive(Clone)]
@@ -64,32 +87,31 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(config: &Config, clock: Clock) -> Result<Self, reqwest::Error> {
-        let global = &config.global;
+    pub fn new(settings: &HttpSettings, clock: Clock) -> Result<Self, reqwest::Error> {
         let mut extra_root_clients = Vec::new();
         let mut by_roots: HashMap<&[CertificateDer<'static>], usize> = HashMap::new();
         let mut account_clients = HashMap::new();
-        for account in &config.accounts {
-            let roots = account.ca_certificates.as_slice();
+        for (account, roots) in &settings.extra_roots {
+            let roots = roots.as_slice();
             if roots.is_empty() {
                 continue;
             }
             let index = match by_roots.get(roots) {
                 Some(index) => *index,
                 None => {
-                    extra_root_clients.push(build_client(global, roots)?);
+                    extra_root_clients.push(build_client(settings, roots)?);
                     by_roots.insert(roots, extra_root_clients.len() - 1);
                     extra_root_clients.len() - 1
                 }
             };
-            account_clients.insert(account.name.clone(), index);
+            account_clients.insert(account.clone(), index);
         }
         Ok(HttpClient {
-            default: build_client(global, &[])?,
+            default: build_client(settings, &[])?,
             extra_root_clients: Arc::new(extra_root_clients),
             account_clients: Arc::new(account_clients),
-            permits: Arc::new(Semaphore::new(global.max_concurrent_requests.max(1))),
-            request_timeout: global.request_timeout,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
+            request_timeout: settings.request_timeout,
             clock,
         })
     }
@@ -106,7 +128,7 @@ impl HttpClient {
 /// A client trusting the platform's roots plus `extra_roots`. Certificates are always verified:
 /// there is deliberately no way to turn that off.
 fn build_client(
-    global: &Global,
+    settings: &HttpSettings,
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<reqwest::Client, reqwest::Error> {
     let extra_roots = extra_roots
@@ -115,7 +137,7 @@ fn build_client(
         .collect::<Result<Vec<_>, _>>()?;
     reqwest::Client::builder()
         .user_agent(concat!("balance_exporter/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(global.request_timeout)
+        .connect_timeout(settings.request_timeout)
         // A balance API has no reason to redirect; following one could carry credentials
         // somewhere unexpected.
         .redirect(reqwest::redirect::Policy::none())
@@ -184,7 +206,7 @@ pub struct Http<'a> {
     client: &'a HttpClient,
     /// The account's own client (see [`HttpClient`]).
     reqwest: &'a reqwest::Client,
-    telemetry: &'a AccountTelemetry,
+    observer: &'a dyn PollObserver,
     secrets: &'a [Secret],
     deadline: Instant,
     max_currencies: usize,
@@ -193,15 +215,15 @@ pub struct Http<'a> {
 impl<'a> Http<'a> {
     pub fn new(
         client: &'a HttpClient,
-        telemetry: &'a AccountTelemetry,
+        observer: &'a dyn PollObserver,
         secrets: &'a [Secret],
         deadline: Instant,
         max_currencies: usize,
     ) -> Self {
         Http {
             client,
-            reqwest: client.client_for(telemetry.account()),
-            telemetry,
+            reqwest: client.client_for(observer.account()),
+            observer,
             secrets,
             deadline,
             max_currencies,
@@ -218,8 +240,9 @@ impl<'a> Http<'a> {
         self.client.clock
     }
 
-    pub fn telemetry(&self) -> &AccountTelemetry {
-        self.telemetry
+    /// Where this poll reports what happened (a provider reports its token mints here).
+    pub fn observer(&self) -> &dyn PollObserver {
+        self.observer
     }
 
     /// When this poll must be over: waits outside [`Http::call`] (a lock shared with other
@@ -249,7 +272,7 @@ impl<'a> Http<'a> {
                 Ok(value) => return Ok(value),
                 Err(error) => self.scrub(error),
             };
-            self.telemetry.count_error(&error);
+            self.observer.request_failed(&error);
             let retry_in = if error.is_retryable() && attempt < MAX_ATTEMPTS {
                 let delay = error
                     .retry_after
@@ -263,7 +286,7 @@ impl<'a> Http<'a> {
                 return Err(error);
             };
             tracing::debug!(
-                account = self.telemetry.account(),
+                account = self.observer.account(),
                 endpoint,
                 code = %error.code,
                 attempt,
@@ -299,7 +322,7 @@ impl<'a> Http<'a> {
         let sent_at = self.client.clock.now();
         let result = self.exchange(request).await;
         let elapsed = started.elapsed();
-        self.telemetry.observe_request(endpoint, elapsed);
+        self.observer.request_done(endpoint, elapsed);
         let response = result?;
         if let Some(date) = response.header(DATE.as_str())
             && let Ok(date) = httpdate::parse_http_date(date)
@@ -308,7 +331,7 @@ impl<'a> Http<'a> {
             // our best guess of when the provider wrote it.
             let local = sent_at + elapsed / 2;
             let skew = signed_seconds_between(date, local) + 0.5;
-            self.telemetry.set_clock_skew(skew);
+            self.observer.clock_skew(skew);
         }
         Ok(response)
     }
@@ -472,6 +495,65 @@ pub fn join_url(base: &reqwest::Url, path: &str) -> reqwest::Url {
     url
 }
 
+/// A [`PollObserver`] that only counts, for the provider layer's own tests.
+#[cfg(test)]
+pub(crate) struct CountingObserver {
+    account: String,
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+#[cfg(test)]
+impl CountingObserver {
+    pub(crate) fn new(account: &str) -> Self {
+        CountingObserver {
+            account: account.to_owned(),
+            requests: Default::default(),
+            errors: Default::default(),
+        }
+    }
+
+    /// Requests that got an answer or failed to.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The codes of failed attempts, in order.
+    pub(crate) fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+impl PollObserver for CountingObserver {
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn request_done(&self, _: &'static str, _: Duration) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn request_failed(&self, error: &ProviderError) {
+        self.errors.lock().unwrap().push(error.code.clone());
+    }
+
+    fn clock_skew(&self, _: f64) {}
+
+    fn token_minted(&self) {}
+}
+
+/// Settings of a client with no extra CAs.
+#[cfg(test)]
+pub(crate) fn plain_settings() -> HttpSettings {
+    HttpSettings {
+        request_timeout: Duration::from_secs(10),
+        max_concurrent_requests: 16,
+        extra_roots: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,7 +614,7 @@ mod tests {
         );
         let config = parse(&text, Format::Yaml, &dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let client = HttpClient::new(&config, Clock::system()).unwrap();
+        let client = HttpClient::new(&config.http_settings(), Clock::system()).unwrap();
         assert_eq!(client.extra_root_clients.len(), 2);
         let index = |name: &str| client.account_clients.get(name).copied();
         assert_eq!(index("one"), index("two"));
@@ -649,7 +731,6 @@ mod tests {
     /// limit (clamped), without a panic and without another attempt.
     #[tokio::test]
     async fn a_call_survives_a_retry_after_past_the_clock() {
-        use crate::config::{Format, parse};
         use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
         struct Limited;
         #[async_trait::async_trait]
@@ -662,18 +743,10 @@ mod tests {
             }
         }
         let server = SimServer::start(Arc::new(Limited)).await.unwrap();
-        let yaml = "accounts:\n  - {name: a, provider: engagelab, product: sms, dev_key: k, dev_secret: s}\n";
-        let config = parse(yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
-        let client = HttpClient::new(&config, Clock::system()).unwrap();
-        let telemetry = AccountTelemetry::new(
-            crate::metrics::Telemetry::new(),
-            "engagelab",
-            "a",
-            &[],
-            false,
-        );
+        let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
+        let observer = CountingObserver::new("a");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let http = Http::new(&client, &telemetry, &[], deadline, 100);
+        let http = Http::new(&client, &observer, &[], deadline, 100);
         let url = server.base_url();
         let error = http
             .call(
@@ -689,5 +762,7 @@ mod tests {
         );
         assert_eq!(error.retry_after, Some(MAX_RETRY_AFTER));
         assert_eq!(server.request_count(), 1);
+        assert_eq!(observer.requests(), 1);
+        assert_eq!(observer.errors(), ["http_429"]);
     }
 }

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use super::http::join_url;
 use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
-use crate::config::{Fields, is_currency_code};
+use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;

@@ -21,7 +21,7 @@ use super::http::join_url;
 use super::wire::{WireCode, label_text};
 use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
 use crate::clock::Clock;
-use crate::config::{Fields, is_currency_code};
+use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::{AccountStatus, Overview, Snapshot};

@@ -22,7 +22,7 @@ use super::http::join_url;
 use super::wire::{WireCode, label_text};
 use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
 use crate::clock::Clock;
-use crate::config::{Fields, LoadedSecret, is_currency_code};
+use crate::fields::{Fields, LoadedSecret, is_currency_code};
 use crate::money::parse_amount;
 use crate::snapshot::Snapshot;
 pub use keys::{SigningKey, VerifyingKey};

@@ -40,7 +40,7 @@ use super::{
     CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response, codes,
 };
 use crate::clock::{Clock, signed_seconds_between};
-use crate::config::{Fields, is_currency_code};
+use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
@@ -222,7 +222,7 @@ impl Transport for Http<'_> {
     }
 
     fn account(&self) -> &str {
-        self.telemetry().account()
+        self.observer().account()
     }
 
     fn max_currencies(&self) -> usize {
@@ -230,7 +230,7 @@ impl Transport for Http<'_> {
     }
 
     fn count_token_refresh(&self) {
-        self.telemetry().count_token_refresh();
+        self.observer().token_minted();
     }
 
     fn call<T: Send>(
