@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
 use crate::providers::http::{HttpSettings, later, pause_cap};
-use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
+use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError, SharedState};
 use crate::secret::redact;
 
 /// The first polls start within this much of each other, not all in the same instant.
@@ -35,8 +35,9 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// Panic messages are logged up to this many characters.
 const PANIC_MESSAGE_LIMIT: usize = 200;
 
-/// Builds an account's provider: the config's in the exporter, a scripted one in tests.
-type ProviderFactory = Arc<dyn Fn(&AccountConfig) -> Arc<dyn Provider> + Send + Sync>;
+/// Builds an account's provider, with the state the scheduler keeps for providers: the
+/// config's in the exporter, a scripted one in tests.
+type ProviderFactory = Arc<dyn Fn(&AccountConfig, &SharedState) -> Arc<dyn Provider> + Send + Sync>;
 
 /// Sent after every poll, once `/metrics` serves it; tests and `--once` wait on these instead
 /// of on the clock.
@@ -55,6 +56,9 @@ pub struct Scheduler {
     /// Bumped by every [`Scheduler::apply`]: pollers drop any pause a provider asked for.
     reloads: watch::Sender<u64>,
     providers: ProviderFactory,
+    /// What providers keep between polls (UQPay's tokens), for as long as the scheduler
+    /// lives: across reloads, so that the same credentials keep their token.
+    provider_state: SharedState,
 }
 
 /// What runs now: the HTTP client with the settings it was built from, one poller task per
@@ -80,7 +84,7 @@ impl Scheduler {
         Self::with_providers(
             metrics,
             clock,
-            Arc::new(|account| account.provider.settings().build()),
+            Arc::new(|account, state| account.provider.settings().build(state)),
         )
     }
 
@@ -97,6 +101,7 @@ impl Scheduler {
             running: Mutex::new(Running::default()),
             reloads: watch::Sender::new(0),
             providers,
+            provider_state: SharedState::default(),
         })
     }
 
@@ -122,7 +127,10 @@ impl Scheduler {
     pub fn apply(&self, config: &Config) -> Result<Applied, reqwest::Error> {
         let mut running = self.running();
         for account in &config.accounts {
-            account.provider.settings().clear_pauses();
+            account
+                .provider
+                .settings()
+                .clear_pauses(&self.provider_state);
         }
         self.reloads.send_modify(|r| *r += 1);
         let settings = config.http_settings();
@@ -223,7 +231,7 @@ impl Scheduler {
         client: &HttpClient,
     ) -> AccountPoller {
         AccountPoller {
-            provider: (self.providers)(account),
+            provider: (self.providers)(account, &self.provider_state),
             config: account.clone(),
             telemetry,
             client: client.clone(),
@@ -582,7 +590,7 @@ mod tests {
         let scheduler = Scheduler::with_providers(
             Metrics::new(),
             Clock::system(),
-            Arc::new(move |account: &AccountConfig| {
+            Arc::new(move |account: &AccountConfig, _: &SharedState| {
                 let steps = scripts
                     .get(&account.name)
                     .cloned()
@@ -752,13 +760,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reload_clears_the_uqpay_mint_pause_and_keeps_the_token() {
         use crate::providers::ProviderConfig;
-        use crate::providers::uqpay::token::{CredentialKey, Lifetime, Minted, slot_for};
-        let yaml = "accounts:\n  - {name: u, provider: uqpay, base_url: 'http://reload-clears-mint-pause.invalid/api', client_id: c, api_key: k}\n";
+        use crate::providers::uqpay::token::{CredentialKey, Lifetime, Minted, TokenSlots};
+        let yaml = "accounts:\n  - {name: u, provider: uqpay, base_url: 'http://127.0.0.1:9/api', client_id: c, api_key: k}\n";
         let config = parse(yaml, Format::Yaml, Path::new(".")).unwrap();
         let ProviderConfig::UqPay(uqpay) = &config.accounts[0].provider else {
             panic!("not UQPay");
         };
-        let slot = slot_for(CredentialKey::of(uqpay));
+        let h = harness(&[]);
+        // The scheduler's own slot, as the UQPay provider it builds would hold it.
+        let slots = h.scheduler.provider_state.part::<TokenSlots>();
+        let slot = slots.slot_for(CredentialKey::of(uqpay));
         let far = Instant::now() + Duration::from_secs(3600);
         {
             let mut guard = slot.lock(far).await.unwrap();
@@ -772,7 +783,6 @@ mod tests {
             guard.store(Err(limited), Instant::now(), "u").unwrap();
             assert!(guard.check_mint_allowed(Instant::now()).is_err());
         }
-        let h = harness(&[]);
         h.scheduler.apply(&config).unwrap();
         let mut guard = slot.lock(far).await.unwrap();
         assert!(guard.check_mint_allowed(Instant::now()).is_ok());

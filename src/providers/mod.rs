@@ -11,6 +11,7 @@ pub(crate) mod fuzz;
 pub mod http;
 pub mod onerway;
 pub mod payby;
+pub mod state;
 pub mod uqpay;
 pub mod wire;
 
@@ -26,6 +27,7 @@ use crate::snapshot::Snapshot;
 
 pub use crate::error::{ErrorClass, ProviderError, codes};
 pub use http::{Http, HttpClient, Response};
+pub use state::SharedState;
 
 /// Polls one account of one provider.
 #[async_trait::async_trait]
@@ -58,11 +60,11 @@ pub trait ProviderSettings: fmt::Debug + Send + Sync {
     fn derived_secrets(&self) -> Vec<Secret> {
         Vec::new()
     }
-    /// The poller for this account.
-    fn build(&self) -> Arc<dyn Provider>;
+    /// The poller for this account, keeping what outlives a poll (a token) in `state`.
+    fn build(&self, state: &SharedState) -> Arc<dyn Provider>;
     /// Forgets any pause the provider asked for that outlives a poll (UQPay's token-mint
-    /// pause, kept process-wide): a reload starts without them.
-    fn clear_pauses(&self) {}
+    /// pause, kept in `state`): a reload starts without them.
+    fn clear_pauses(&self, _state: &SharedState) {}
 }
 
 /// Which currencies an account has, as far as its config tells.

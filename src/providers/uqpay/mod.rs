@@ -2,8 +2,8 @@
 //!
 //! `POST {base}/v1/connect/token` with `x-client-id` and `x-api-key` mints a token
 //! (`{"auth_token","expired_at"}`); balance calls carry `x-auth-token: Bearer <token>`. Minting
-//! logs out the previous holder of the key, so the token lives in a process-wide slot per
-//! credential set (see [`token`]): minted lazily, reused across polls, accounts and reloads,
+//! logs out the previous holder of the key, so the token lives in one slot per credential set
+//! (kept in the scheduler's [`SharedState`], see [`token`]): minted lazily, reused across polls, accounts and reloads,
 //! refreshed a minute before `expired_at`, and after a 401 re-minted once and the call retried
 //! once. Balances come from the paginated list (`page_size=100`, every page) or, when the
 //! account names its currencies, from `/v2/payment/balances/{currency}` each. Errors come as
@@ -33,11 +33,12 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use self::token::{
-    CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, Usable,
+    CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, TokenSlots, Usable,
 };
 use super::http::{join_url, scrub_error};
 use super::{
-    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response, codes,
+    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    SharedState, codes,
 };
 use crate::clock::{Clock, signed_seconds_between};
 use crate::fields::{Fields, is_currency_code};
@@ -182,12 +183,14 @@ impl ProviderSettings for Config {
         true
     }
 
-    fn build(&self) -> Arc<dyn Provider> {
-        Arc::new(UqPay::new(self.clone()))
+    fn build(&self, state: &SharedState) -> Arc<dyn Provider> {
+        Arc::new(UqPay::new(self.clone(), &state.part::<TokenSlots>()))
     }
 
-    fn clear_pauses(&self) {
-        token::clear_mint_pause(&CredentialKey::of(self));
+    fn clear_pauses(&self, state: &SharedState) {
+        state
+            .part::<TokenSlots>()
+            .clear_mint_pause(&CredentialKey::of(self));
     }
 }
 
@@ -257,8 +260,8 @@ struct Failure {
 }
 
 impl UqPay {
-    pub(crate) fn new(config: Config) -> Self {
-        let slot = token::slot_for(CredentialKey::of(&config));
+    pub(crate) fn new(config: Config, slots: &TokenSlots) -> Self {
+        let slot = slots.slot_for(CredentialKey::of(&config));
         UqPay {
             token_url: join_url(&config.base_url, "/v1/connect/token"),
             list_url: join_url(&config.base_url, "/v2/payment/balances"),

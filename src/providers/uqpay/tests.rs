@@ -129,8 +129,13 @@ fn sim_with_currencies(currencies: &[&str]) -> Arc<UqPaySim> {
     sim
 }
 
-/// A provider for `client` at a base URL of its own (the token slots are process-wide).
+/// A provider for `client` with token slots of its own.
 fn provider(test: &str, extra: &str) -> UqPay {
+    provider_in(&TokenSlots::default(), test, extra)
+}
+
+/// A provider for `client` keeping its token in `slots` (shared with the others there).
+fn provider_in(slots: &TokenSlots, test: &str, extra: &str) -> UqPay {
     let yaml = format!(
         "accounts:
   - name: a
@@ -142,7 +147,7 @@ fn provider(test: &str, extra: &str) -> UqPay {
     );
     let config = parse(&yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
     match &config.accounts[0].provider {
-        crate::providers::ProviderConfig::UqPay(c) => UqPay::new(c.clone()),
+        crate::providers::ProviderConfig::UqPay(c) => UqPay::new(c.clone(), slots),
         other => panic!("not uqpay: {other:?}"),
     }
 }
@@ -233,10 +238,11 @@ async fn overlapping_polls_of_accounts_sharing_a_key_share_one_mint() {
         c.token_faults
             .next(Fault::Latency(Duration::from_secs(2)), 1)
     });
+    let slots = TokenSlots::default();
     let accounts = [
-        provider("shared", ""),
-        provider("shared", "    currencies: [USD]"),
-        provider("shared", "    currencies: [SGD, USD]"),
+        provider_in(&slots, "shared", ""),
+        provider_in(&slots, "shared", "    currencies: [USD]"),
+        provider_in(&slots, "shared", "    currencies: [SGD, USD]"),
     ];
     let x = InProcess::new(sim.clone());
     let results = join_all(accounts.iter().map(|a| a.poll(&x))).await;
@@ -277,8 +283,9 @@ async fn a_rate_limited_mint_waits_for_retry_after_without_asking_again() {
 async fn a_401_on_a_token_another_account_already_replaced_takes_the_new_one_without_a_mint() {
     let sim = sim_with_currencies(&["SGD"]);
     sim.set_token_lifetime(Duration::from_secs(240));
-    let a = provider("handover", "");
-    let b = provider("handover", "    currencies: [SGD]");
+    let slots = TokenSlots::default();
+    let a = provider_in(&slots, "handover", "");
+    let b = provider_in(&slots, "handover", "    currencies: [SGD]");
     let x = InProcess::new(sim.clone());
     a.poll(&x).await.unwrap();
     // `b` starts a call with the first token...
@@ -326,8 +333,9 @@ async fn the_sub_account_header_is_sent_only_when_configured() {
             vec![SimBalance::new("USD", Ledger::fixed(Decimal::from(7)))],
         );
     });
-    let main = provider("sub", "");
-    let sub = provider("sub", "    on_behalf_of: sub-7");
+    let slots = TokenSlots::default();
+    let main = provider_in(&slots, "sub", "");
+    let sub = provider_in(&slots, "sub", "    on_behalf_of: sub-7");
     let x = InProcess::new(sim);
     assert_eq!(main.poll(&x).await.unwrap().currencies(), vec!["SGD"]);
     assert_eq!(sub.poll(&x).await.unwrap().currencies(), vec!["USD"]);
