@@ -21,6 +21,7 @@ pub mod server;
 pub mod sim;
 pub mod snapshot;
 pub mod status_page;
+pub mod transport;
 pub mod web_config;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

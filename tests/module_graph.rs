@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve", 0),
     ("fields", 1),
     ("snapshot", 1),
+    ("transport", 1),
     // The simulators' shared machinery (providers' own simulators live in their folders).
     ("sim", 2),
     ("providers", 3),

@@ -20,6 +20,7 @@ use super::wire::label_text;
 use super::{ErrorClass, ProviderError, codes};
 use crate::clock::{Clock, signed_seconds_between};
 use crate::secret::{Secret, redact, reveals};
+use crate::transport::{Answer, Transport};
 
 /// At most this many attempts of one request within a poll.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -84,9 +85,24 @@ pub struct HttpClient {
     permits: Arc<Semaphore>,
     request_timeout: Duration,
     clock: Clock,
+    /// Where every account's requests go instead of the network (a simulator called
+    /// in-process, in tests); requests are still built with the clients above.
+    transport: Option<Arc<dyn Transport>>,
 }
 
 impl HttpClient {
+    /// A client whose requests all go through `transport` (a simulator's handler in tests),
+    /// with the timeouts, concurrency limit and body cap of `settings`.
+    pub fn with_transport(
+        settings: &HttpSettings,
+        clock: Clock,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut client = HttpClient::new(settings, clock)?;
+        client.transport = Some(transport);
+        Ok(client)
+    }
+
     pub fn new(settings: &HttpSettings, clock: Clock) -> Result<Self, reqwest::Error> {
         let mut extra_root_clients = Vec::new();
         let mut by_roots: HashMap<&[CertificateDer<'static>], usize> = HashMap::new();
@@ -113,6 +129,7 @@ impl HttpClient {
             permits: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             request_timeout: settings.request_timeout,
             clock,
+            transport: None,
         })
     }
 
@@ -204,8 +221,10 @@ impl Response {
 /// The HTTP client as one poll of one account sees it.
 pub struct Http<'a> {
     client: &'a HttpClient,
-    /// The account's own client (see [`HttpClient`]).
+    /// The account's own client (see [`HttpClient`]), which builds its requests.
     reqwest: &'a reqwest::Client,
+    /// What sends them: that client, or the transport the [`HttpClient`] was made with.
+    transport: &'a dyn Transport,
     observer: &'a dyn PollObserver,
     secrets: &'a [Secret],
     deadline: Instant,
@@ -220,9 +239,11 @@ impl<'a> Http<'a> {
         deadline: Instant,
         max_currencies: usize,
     ) -> Self {
+        let reqwest = client.client_for(observer.account());
         Http {
             client,
-            reqwest: client.client_for(observer.account()),
+            reqwest,
+            transport: client.transport.as_deref().unwrap_or(reqwest),
             observer,
             secrets,
             deadline,
@@ -314,13 +335,14 @@ impl<'a> Http<'a> {
                 "no time left in this poll",
             ));
         }
+        let timeout = left.min(self.client.request_timeout);
         let request = request
-            .timeout(left.min(self.client.request_timeout))
+            .timeout(timeout)
             .build()
             .map_err(|e| ProviderError::new("request", ErrorClass::Client, e.to_string()))?;
         let started = Instant::now();
         let sent_at = self.client.clock.now();
-        let result = self.exchange(request).await;
+        let result = self.exchange(request, timeout).await;
         let elapsed = started.elapsed();
         self.observer.request_done(endpoint, elapsed);
         let response = result?;
@@ -336,29 +358,23 @@ impl<'a> Http<'a> {
         Ok(response)
     }
 
-    async fn exchange(&self, request: reqwest::Request) -> Result<Response, ProviderError> {
-        let mut response = self
-            .reqwest
-            .execute(request)
+    /// One exchange through the transport, within `timeout` whatever the transport (the
+    /// network's client enforces it too), and with the body cap.
+    async fn exchange(
+        &self,
+        request: reqwest::Request,
+        timeout: Duration,
+    ) -> Result<Response, ProviderError> {
+        let answer = tokio::time::timeout(timeout, self.transport.send(request, BODY_LIMIT))
             .await
-            .map_err(transport_error)?;
-        if response
-            .content_length()
-            .is_some_and(|n| n > BODY_LIMIT as u64)
-        {
+            .map_err(|_| timed_out())??;
+        if answer.body.len() > BODY_LIMIT {
             return Err(body_too_large());
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > BODY_LIMIT {
-                return Err(body_too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
         Ok(Response {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: body.freeze(),
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body,
             received_at: self.client.clock.now(),
         })
     }
@@ -400,6 +416,40 @@ pub fn scrub_error(mut error: ProviderError, secrets: &[Secret]) -> ProviderErro
     error
 }
 
+/// The network: reqwest's client, reading the body only up to the cap.
+#[async_trait::async_trait]
+impl Transport for reqwest::Client {
+    async fn send(
+        &self,
+        request: reqwest::Request,
+        body_limit: usize,
+    ) -> Result<Answer, ProviderError> {
+        let mut response = self.execute(request).await.map_err(transport_error)?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > body_limit as u64)
+        {
+            return Err(body_too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > body_limit {
+                return Err(body_too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: body.freeze(),
+        })
+    }
+}
+
+fn timed_out() -> ProviderError {
+    ProviderError::new("timeout", ErrorClass::Transport, "request timed out")
+}
+
 fn body_too_large() -> ProviderError {
     ProviderError::new(
         "body_too_large",
@@ -410,12 +460,12 @@ fn body_too_large() -> ProviderError {
 
 /// The exporter's own code for a request that got no usable answer.
 fn transport_error(error: reqwest::Error) -> ProviderError {
-    let timed_out = error.is_timeout();
+    let is_timeout = error.is_timeout();
     // Without the URL: the log needs the failure, not the endpoint's address again.
     let error = error.without_url();
     let chain = error_chain(&error);
-    if timed_out {
-        return ProviderError::new("timeout", ErrorClass::Transport, "request timed out");
+    if is_timeout {
+        return timed_out();
     }
     if is_tls_failure(&error) {
         // A bad certificate or a server that does not speak TLS does not fix itself between
@@ -501,6 +551,7 @@ pub(crate) struct CountingObserver {
     account: String,
     requests: std::sync::atomic::AtomicU64,
     errors: std::sync::Mutex<Vec<String>>,
+    tokens: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]
@@ -510,6 +561,7 @@ impl CountingObserver {
             account: account.to_owned(),
             requests: Default::default(),
             errors: Default::default(),
+            tokens: Default::default(),
         }
     }
 
@@ -521,6 +573,10 @@ impl CountingObserver {
     /// The codes of failed attempts, in order.
     pub(crate) fn errors(&self) -> Vec<String> {
         self.errors.lock().unwrap().clone()
+    }
+
+    pub(crate) fn tokens_minted(&self) -> u64 {
+        self.tokens.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -541,7 +597,10 @@ impl PollObserver for CountingObserver {
 
     fn clock_skew(&self, _: f64) {}
 
-    fn token_minted(&self) {}
+    fn token_minted(&self) {
+        self.tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Settings of a client with no extra CAs.

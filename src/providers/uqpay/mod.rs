@@ -20,7 +20,6 @@ pub mod token;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -40,7 +39,7 @@ use super::{
     CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
     SharedState, codes,
 };
-use crate::clock::{Clock, signed_seconds_between};
+use crate::clock::signed_seconds_between;
 use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
@@ -194,58 +193,6 @@ impl ProviderSettings for Config {
     }
 }
 
-/// How the provider reaches the API: [`Http`] in the exporter; in unit tests, the simulator
-/// called in-process so that the token lifecycle can run under paused time.
-pub(crate) trait Transport: Sync {
-    /// When this poll must be over.
-    fn deadline(&self) -> Instant;
-    /// The local wall clock.
-    fn clock(&self) -> Clock;
-    /// The account polled, for logs.
-    fn account(&self) -> &str;
-    /// [`Http::max_currencies`].
-    fn max_currencies(&self) -> usize;
-    fn count_token_refresh(&self);
-    /// [`Http::call`].
-    fn call<T: Send>(
-        &self,
-        endpoint: &'static str,
-        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
-        interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
-    ) -> impl Future<Output = Result<T, ProviderError>> + Send;
-}
-
-impl Transport for Http<'_> {
-    fn deadline(&self) -> Instant {
-        Http::deadline(self)
-    }
-
-    fn clock(&self) -> Clock {
-        Http::clock(self)
-    }
-
-    fn account(&self) -> &str {
-        self.observer().account()
-    }
-
-    fn max_currencies(&self) -> usize {
-        Http::max_currencies(self)
-    }
-
-    fn count_token_refresh(&self) {
-        self.observer().token_minted();
-    }
-
-    fn call<T: Send>(
-        &self,
-        endpoint: &'static str,
-        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
-        interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
-    ) -> impl Future<Output = Result<T, ProviderError>> + Send {
-        Http::call(self, endpoint, build, interpret)
-    }
-}
-
 pub(crate) struct UqPay {
     config: Config,
     slot: Arc<TokenSlot>,
@@ -271,7 +218,7 @@ impl UqPay {
     }
 
     /// One poll: balances with the cached token; after a 401, once more with a new one.
-    pub(crate) async fn poll<X: Transport>(&self, x: &X) -> Result<Snapshot, ProviderError> {
+    pub(crate) async fn poll(&self, x: &Http<'_>) -> Result<Snapshot, ProviderError> {
         let token = self.token(x, None).await?;
         match self.balances(x, token.value()).await {
             Ok(snapshot) => Ok(snapshot),
@@ -293,9 +240,9 @@ impl UqPay {
     }
 
     /// A token to use: the cached one, or a new one minted by this poll (one poll at a time).
-    async fn token<X: Transport>(
+    async fn token(
         &self,
-        x: &X,
+        x: &Http<'_>,
         rejected: Option<&Token>,
     ) -> Result<Arc<Token>, ProviderError> {
         let mut slot = self.slot.lock(x.deadline()).await?;
@@ -304,7 +251,7 @@ impl UqPay {
             Usable::Mint {
                 rejected_early: true,
             } => tracing::warn!(
-                account = x.account(),
+                account = x.observer().account(),
                 client_id = %self.config.client_id,
                 "UQPay rejected an access token before its lifetime was over: another process probably minted one with the same API key (each mint logs out the previous holder); give the exporter its own API key or run a single replica per key"
             ),
@@ -314,12 +261,12 @@ impl UqPay {
         let requested_at = Instant::now();
         let minted = self.mint(x).await;
         if minted.is_ok() {
-            x.count_token_refresh();
+            x.observer().token_minted();
         }
-        slot.store(minted, requested_at, x.account())
+        slot.store(minted, requested_at, x.observer().account())
     }
 
-    async fn mint<X: Transport>(&self, x: &X) -> Result<Minted, ProviderError> {
+    async fn mint(&self, x: &Http<'_>) -> Result<Minted, ProviderError> {
         let c = &self.config;
         let requested_wall = x.clock().now();
         x.call(
@@ -340,7 +287,7 @@ impl UqPay {
         .await
     }
 
-    async fn balances<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
+    async fn balances(&self, x: &Http<'_>, token: &Secret) -> Result<Snapshot, Failure> {
         match &self.config.currencies {
             Some(currencies) => {
                 let mut merged = Merged::new(usize::MAX);
@@ -362,7 +309,7 @@ impl UqPay {
 
     /// Every page of the list, within `max_currencies`: past it the walk stops at once
     /// (`too_many_currencies`), and pages are only fetched while the list can still fit.
-    async fn walk<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
+    async fn walk(&self, x: &Http<'_>, token: &Secret) -> Result<Snapshot, Failure> {
         let max = x.max_currencies();
         let mut merged = Merged::new(max);
         let mut per_page: Option<u64> = None;
@@ -409,9 +356,9 @@ impl UqPay {
     }
 
     /// An authenticated GET, noting whether its last answer was a 401.
-    async fn get<X: Transport, T: Send>(
+    async fn get<T: Send>(
         &self,
-        x: &X,
+        x: &Http<'_>,
         endpoint: &'static str,
         url: reqwest::Url,
         token: &Secret,
