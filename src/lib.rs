@@ -3,11 +3,19 @@
 //!
 //! Data flows one way: [`config`] -> [`scheduler`] (one poller per account, each calling its
 //! [`providers`] module) -> [`snapshot`] -> [`metrics`] state -> rendered body -> [`server`].
+//!
+//! The top-level modules import one another one way only (`tests/module_graph.rs` checks it):
+//! leaf types ([`error`], [`fields`], [`snapshot`], [`transport`], money, secrets, the clock)
+//! at the bottom; providers above them, reporting through `providers::http::PollObserver`
+//! and knowing no metrics or global config; then config, metrics, the scheduler, the web
+//! side and the CLI.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod error;
+pub mod fields;
 pub mod logging;
 pub mod metrics;
 pub mod money;
@@ -19,6 +27,7 @@ pub mod server;
 pub mod sim;
 pub mod snapshot;
 pub mod status_page;
+pub mod transport;
 pub mod web_config;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use futures_util::future::join_all;
-use rustls::pki_types::CertificateDer;
 use tokio::sync::{broadcast, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
@@ -21,8 +20,8 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
-use crate::providers::http::{later, pause_cap};
-use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError};
+use crate::providers::http::{HttpSettings, later, pause_cap};
+use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError, SharedState};
 use crate::secret::redact;
 
 /// The first polls start within this much of each other, not all in the same instant.
@@ -36,8 +35,9 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// Panic messages are logged up to this many characters.
 const PANIC_MESSAGE_LIMIT: usize = 200;
 
-/// Builds an account's provider: the config's in the exporter, a scripted one in tests.
-type ProviderFactory = Arc<dyn Fn(&AccountConfig) -> Arc<dyn Provider> + Send + Sync>;
+/// Builds an account's provider, with the state the scheduler keeps for providers: the
+/// config's in the exporter, a scripted one in tests.
+type ProviderFactory = Arc<dyn Fn(&AccountConfig, &SharedState) -> Arc<dyn Provider> + Send + Sync>;
 
 /// Sent after every poll, once `/metrics` serves it; tests and `--once` wait on these instead
 /// of on the clock.
@@ -56,6 +56,9 @@ pub struct Scheduler {
     /// Bumped by every [`Scheduler::apply`]: pollers drop any pause a provider asked for.
     reloads: watch::Sender<u64>,
     providers: ProviderFactory,
+    /// What providers keep between polls (UQPay's tokens), for as long as the scheduler
+    /// lives: across reloads, so that the same credentials keep their token.
+    provider_state: SharedState,
 }
 
 /// What runs now: the HTTP client with the settings it was built from, one poller task per
@@ -65,30 +68,6 @@ struct Running {
     client: Option<(HttpSettings, HttpClient)>,
     pollers: BTreeMap<String, (AccountConfig, JoinHandle<()>)>,
     render: Option<JoinHandle<()>>,
-}
-
-/// What the HTTP client is built from: the global settings and which accounts trust which
-/// extra CAs (`ca_file`). When they change, so does the client.
-#[derive(Debug, Clone, PartialEq)]
-struct HttpSettings {
-    request_timeout: Duration,
-    max_concurrent_requests: usize,
-    extra_roots: Vec<(String, Vec<CertificateDer<'static>>)>,
-}
-
-impl HttpSettings {
-    fn of(config: &Config) -> Self {
-        HttpSettings {
-            request_timeout: config.global.request_timeout,
-            max_concurrent_requests: config.global.max_concurrent_requests,
-            extra_roots: config
-                .accounts
-                .iter()
-                .filter(|a| !a.ca_certificates.is_empty())
-                .map(|a| (a.name.clone(), a.ca_certificates.clone()))
-                .collect(),
-        }
-    }
 }
 
 /// What [`Scheduler::apply`] changed, by account count.
@@ -105,7 +84,7 @@ impl Scheduler {
         Self::with_providers(
             metrics,
             clock,
-            Arc::new(|account| account.provider.settings().build()),
+            Arc::new(|account, state| account.provider.settings().build(state)),
         )
     }
 
@@ -122,6 +101,7 @@ impl Scheduler {
             running: Mutex::new(Running::default()),
             reloads: watch::Sender::new(0),
             providers,
+            provider_state: SharedState::default(),
         })
     }
 
@@ -147,13 +127,16 @@ impl Scheduler {
     pub fn apply(&self, config: &Config) -> Result<Applied, reqwest::Error> {
         let mut running = self.running();
         for account in &config.accounts {
-            account.provider.settings().clear_pauses();
+            account
+                .provider
+                .settings()
+                .clear_pauses(&self.provider_state);
         }
         self.reloads.send_modify(|r| *r += 1);
-        let settings = HttpSettings::of(config);
+        let settings = config.http_settings();
         let (client, new_client) = match &running.client {
             Some((current, client)) if *current == settings => (client.clone(), false),
-            _ => (HttpClient::new(config, self.clock)?, true),
+            _ => (HttpClient::new(&settings, self.clock)?, true),
         };
         if new_client {
             running.client = Some((settings, client.clone()));
@@ -204,7 +187,7 @@ impl Scheduler {
 
     /// Polls every account of `config` once, at the same time. True if all succeeded.
     pub async fn poll_once(&self, config: &Config) -> Result<bool, reqwest::Error> {
-        let client = HttpClient::new(config, self.clock)?;
+        let client = HttpClient::new(&config.http_settings(), self.clock)?;
         let telemetry = self
             .metrics
             .configure(&config.accounts, config.global.stale_after);
@@ -248,7 +231,7 @@ impl Scheduler {
         client: &HttpClient,
     ) -> AccountPoller {
         AccountPoller {
-            provider: (self.providers)(account),
+            provider: (self.providers)(account, &self.provider_state),
             config: account.clone(),
             telemetry,
             client: client.clone(),
@@ -423,7 +406,7 @@ impl AccountPoller {
         let deadline = later(started, self.config.poll_interval);
         let http = Http::new(
             &self.client,
-            &self.telemetry,
+            self.telemetry.as_ref(),
             &self.config.secrets,
             deadline,
             self.config.max_currencies,
@@ -607,7 +590,7 @@ mod tests {
         let scheduler = Scheduler::with_providers(
             Metrics::new(),
             Clock::system(),
-            Arc::new(move |account: &AccountConfig| {
+            Arc::new(move |account: &AccountConfig, _: &SharedState| {
                 let steps = scripts
                     .get(&account.name)
                     .cloned()
@@ -800,13 +783,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reload_clears_the_uqpay_mint_pause_and_keeps_the_token() {
         use crate::providers::ProviderConfig;
-        use crate::providers::uqpay::token::{CredentialKey, Lifetime, Minted, slot_for};
-        let yaml = "accounts:\n  - {name: u, provider: uqpay, base_url: 'http://reload-clears-mint-pause.invalid/api', client_id: c, api_key: k}\n";
+        use crate::providers::uqpay::token::{CredentialKey, Lifetime, Minted, TokenSlots};
+        let yaml = "accounts:\n  - {name: u, provider: uqpay, base_url: 'http://127.0.0.1:9/api', client_id: c, api_key: k}\n";
         let config = parse(yaml, Format::Yaml, Path::new(".")).unwrap();
         let ProviderConfig::UqPay(uqpay) = &config.accounts[0].provider else {
             panic!("not UQPay");
         };
-        let slot = slot_for(CredentialKey::of(uqpay));
+        let h = harness(&[]);
+        // The scheduler's own slot, as the UQPay provider it builds would hold it.
+        let slots = h.scheduler.provider_state.part::<TokenSlots>();
+        let slot = slots.slot_for(CredentialKey::of(uqpay));
         let far = Instant::now() + Duration::from_secs(3600);
         {
             let mut guard = slot.lock(far).await.unwrap();
@@ -820,7 +806,6 @@ mod tests {
             guard.store(Err(limited), Instant::now(), "u").unwrap();
             assert!(guard.check_mint_allowed(Instant::now()).is_err());
         }
-        let h = harness(&[]);
         h.scheduler.apply(&config).unwrap();
         let mut guard = slot.lock(far).await.unwrap();
         assert!(guard.check_mint_allowed(Instant::now()).is_ok());

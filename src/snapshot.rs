@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use rust_decimal::Decimal;
 
-use crate::providers::{ErrorClass, ProviderError, codes};
+use crate::error::{ErrorClass, ProviderError, codes};
 
 /// Balances and account facts of one account at one moment. Replaces the previous snapshot of
 /// the account as a whole, so a currency the provider stops returning disappears.

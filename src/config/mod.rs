@@ -4,8 +4,6 @@
 //! every problem with its path, so a config that loads is one the pollers can run with.
 //! Provider-specific keys are read by each provider's `Config::read` (see `providers`).
 
-mod fields;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -15,8 +13,11 @@ use figment::value::{Dict, Value};
 use rust_decimal::Decimal;
 use rustls::pki_types::CertificateDer;
 
-pub use fields::{ConfigError, ConfigErrors, Fields, LoadedSecret, Problems};
+pub use crate::fields::{
+    ConfigError, ConfigErrors, Fields, LoadedSecret, Problems, is_currency_code,
+};
 
+use crate::providers::http::HttpSettings;
 use crate::providers::{CurrencyScope, ProviderConfig, ProviderSettings};
 use crate::secret::Secret;
 
@@ -26,6 +27,23 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// Paths of the secrets written in the file itself (not `_file` or `_env`).
     pub inline_secrets: Vec<String>,
+}
+
+impl Config {
+    /// What the shared HTTP client is built from: the global request settings and which
+    /// accounts trust which extra CAs.
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            request_timeout: self.global.request_timeout,
+            max_concurrent_requests: self.global.max_concurrent_requests,
+            extra_roots: self
+                .accounts
+                .iter()
+                .filter(|a| !a.ca_certificates.is_empty())
+                .map(|a| (a.name.clone(), a.ca_certificates.clone()))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -502,11 +520,6 @@ impl<'de> serde::Deserialize<'de> for ConfigDecimal {
             .map(ConfigDecimal)
             .map_err(|_| serde::de::Error::custom("expected a number such as 100 or 99.5"))
     }
-}
-
-/// Three ASCII letters, as ISO 4217 codes are.
-pub fn is_currency_code(code: &str) -> bool {
-    code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::clock::unix_seconds_f64;
+use crate::providers::http::PollObserver;
 use crate::providers::{ErrorClass, ProviderError, codes};
 use crate::snapshot::Snapshot;
 
@@ -328,6 +329,29 @@ impl AccountTelemetry {
         let _ = t.clock_skew.remove_label_values(&[p, a]);
         let _ = t.token_refreshes.remove_label_values(&[p, a]);
         let _ = t.poller_restarts.remove_label_values(&[p, a]);
+    }
+}
+
+/// What a poll reports, counted in this account's series.
+impl PollObserver for AccountTelemetry {
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn request_done(&self, endpoint: &'static str, duration: Duration) {
+        self.observe_request(endpoint, duration);
+    }
+
+    fn request_failed(&self, error: &ProviderError) {
+        self.count_error(error);
+    }
+
+    fn clock_skew(&self, seconds: f64) {
+        self.set_clock_skew(seconds);
+    }
+
+    fn token_minted(&self) {
+        self.count_token_refresh();
     }
 }
 

@@ -19,9 +19,8 @@ use tokio::time::Instant;
 use super::wire::label_text;
 use super::{ErrorClass, ProviderError, codes};
 use crate::clock::{Clock, signed_seconds_between};
-use crate::config::{Config, Global};
-use crate::metrics::AccountTelemetry;
 use crate::secret::{Secret, redact, reveals};
+use crate::transport::{Answer, Transport};
 
 /// At most this many attempts of one request within a poll.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -49,6 +48,31 @@ pub fn later(at: Instant, wait: Duration) -> Instant {
         .unwrap_or(at)
 }
 
+/// Everything the HTTP client is built from, in one value: `config` produces it, and the
+/// scheduler compares the new one with the running client's to decide whether to rebuild it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    /// The accounts that trust extra CAs (`ca_file`), by name, with those CAs.
+    pub extra_roots: Vec<(String, Vec<CertificateDer<'static>>)>,
+}
+
+/// What a poll reports as it happens, for the metrics side to count: the provider layer
+/// knows nothing of metrics, only this.
+pub trait PollObserver: Send + Sync {
+    /// The account polled (for logs, and to pick its client).
+    fn account(&self) -> &str;
+    /// A request to `endpoint` got an answer, or failed to, after `duration`.
+    fn request_done(&self, endpoint: &'static str, duration: Duration);
+    /// An attempt failed with `error` (already scrubbed of secrets).
+    fn request_failed(&self, error: &ProviderError);
+    /// The provider's `Date` minus the local clock, in seconds.
+    fn clock_skew(&self, seconds: f64);
+    /// A new access token was minted.
+    fn token_minted(&self);
+}
+
 /// The HTTP clients shared by all accounts: one for the platform's roots, and one more per
 /// distinct `ca_file` content, shared by the accounts naming it, so connections stay pooled.
 #[derive(Clone)]
@@ -61,36 +85,51 @@ pub struct HttpClient {
     permits: Arc<Semaphore>,
     request_timeout: Duration,
     clock: Clock,
+    /// Where every account's requests go instead of the network (a simulator called
+    /// in-process, in tests); requests are still built with the clients above.
+    transport: Option<Arc<dyn Transport>>,
 }
 
 impl HttpClient {
-    pub fn new(config: &Config, clock: Clock) -> Result<Self, reqwest::Error> {
-        let global = &config.global;
+    /// A client whose requests all go through `transport` (a simulator's handler in tests),
+    /// with the timeouts, concurrency limit and body cap of `settings`.
+    pub fn with_transport(
+        settings: &HttpSettings,
+        clock: Clock,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut client = HttpClient::new(settings, clock)?;
+        client.transport = Some(transport);
+        Ok(client)
+    }
+
+    pub fn new(settings: &HttpSettings, clock: Clock) -> Result<Self, reqwest::Error> {
         let mut extra_root_clients = Vec::new();
         let mut by_roots: HashMap<&[CertificateDer<'static>], usize> = HashMap::new();
         let mut account_clients = HashMap::new();
-        for account in &config.accounts {
-            let roots = account.ca_certificates.as_slice();
+        for (account, roots) in &settings.extra_roots {
+            let roots = roots.as_slice();
             if roots.is_empty() {
                 continue;
             }
             let index = match by_roots.get(roots) {
                 Some(index) => *index,
                 None => {
-                    extra_root_clients.push(build_client(global, roots)?);
+                    extra_root_clients.push(build_client(settings, roots)?);
                     by_roots.insert(roots, extra_root_clients.len() - 1);
                     extra_root_clients.len() - 1
                 }
             };
-            account_clients.insert(account.name.clone(), index);
+            account_clients.insert(account.clone(), index);
         }
         Ok(HttpClient {
-            default: build_client(global, &[])?,
+            default: build_client(settings, &[])?,
             extra_root_clients: Arc::new(extra_root_clients),
             account_clients: Arc::new(account_clients),
-            permits: Arc::new(Semaphore::new(global.max_concurrent_requests.max(1))),
-            request_timeout: global.request_timeout,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
+            request_timeout: settings.request_timeout,
             clock,
+            transport: None,
         })
     }
 
@@ -106,7 +145,7 @@ impl HttpClient {
 /// A client trusting the platform's roots plus `extra_roots`. Certificates are always verified:
 /// there is deliberately no way to turn that off.
 fn build_client(
-    global: &Global,
+    settings: &HttpSettings,
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<reqwest::Client, reqwest::Error> {
     let extra_roots = extra_roots
@@ -115,7 +154,7 @@ fn build_client(
         .collect::<Result<Vec<_>, _>>()?;
     reqwest::Client::builder()
         .user_agent(concat!("balance_exporter/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(global.request_timeout)
+        .connect_timeout(settings.request_timeout)
         // A balance API has no reason to redirect; following one could carry credentials
         // somewhere unexpected.
         .redirect(reqwest::redirect::Policy::none())
@@ -182,9 +221,11 @@ impl Response {
 /// The HTTP client as one poll of one account sees it.
 pub struct Http<'a> {
     client: &'a HttpClient,
-    /// The account's own client (see [`HttpClient`]).
+    /// The account's own client (see [`HttpClient`]), which builds its requests.
     reqwest: &'a reqwest::Client,
-    telemetry: &'a AccountTelemetry,
+    /// What sends them: that client, or the transport the [`HttpClient`] was made with.
+    transport: &'a dyn Transport,
+    observer: &'a dyn PollObserver,
     secrets: &'a [Secret],
     deadline: Instant,
     max_currencies: usize,
@@ -193,15 +234,17 @@ pub struct Http<'a> {
 impl<'a> Http<'a> {
     pub fn new(
         client: &'a HttpClient,
-        telemetry: &'a AccountTelemetry,
+        observer: &'a dyn PollObserver,
         secrets: &'a [Secret],
         deadline: Instant,
         max_currencies: usize,
     ) -> Self {
+        let reqwest = client.client_for(observer.account());
         Http {
             client,
-            reqwest: client.client_for(telemetry.account()),
-            telemetry,
+            reqwest,
+            transport: client.transport.as_deref().unwrap_or(reqwest),
+            observer,
             secrets,
             deadline,
             max_currencies,
@@ -218,8 +261,9 @@ impl<'a> Http<'a> {
         self.client.clock
     }
 
-    pub fn telemetry(&self) -> &AccountTelemetry {
-        self.telemetry
+    /// Where this poll reports what happened (a provider reports its token mints here).
+    pub fn observer(&self) -> &dyn PollObserver {
+        self.observer
     }
 
     /// When this poll must be over: waits outside [`Http::call`] (a lock shared with other
@@ -249,7 +293,7 @@ impl<'a> Http<'a> {
                 Ok(value) => return Ok(value),
                 Err(error) => self.scrub(error),
             };
-            self.telemetry.count_error(&error);
+            self.observer.request_failed(&error);
             let retry_in = if error.is_retryable() && attempt < MAX_ATTEMPTS {
                 let delay = error
                     .retry_after
@@ -263,7 +307,7 @@ impl<'a> Http<'a> {
                 return Err(error);
             };
             tracing::debug!(
-                account = self.telemetry.account(),
+                account = self.observer.account(),
                 endpoint,
                 code = %error.code,
                 attempt,
@@ -291,15 +335,16 @@ impl<'a> Http<'a> {
                 "no time left in this poll",
             ));
         }
+        let timeout = left.min(self.client.request_timeout);
         let request = request
-            .timeout(left.min(self.client.request_timeout))
+            .timeout(timeout)
             .build()
             .map_err(|e| ProviderError::new("request", ErrorClass::Client, e.to_string()))?;
         let started = Instant::now();
         let sent_at = self.client.clock.now();
-        let result = self.exchange(request).await;
+        let result = self.exchange(request, timeout).await;
         let elapsed = started.elapsed();
-        self.telemetry.observe_request(endpoint, elapsed);
+        self.observer.request_done(endpoint, elapsed);
         let response = result?;
         if let Some(date) = response.header(DATE.as_str())
             && let Ok(date) = httpdate::parse_http_date(date)
@@ -308,34 +353,28 @@ impl<'a> Http<'a> {
             // our best guess of when the provider wrote it.
             let local = sent_at + elapsed / 2;
             let skew = signed_seconds_between(date, local) + 0.5;
-            self.telemetry.set_clock_skew(skew);
+            self.observer.clock_skew(skew);
         }
         Ok(response)
     }
 
-    async fn exchange(&self, request: reqwest::Request) -> Result<Response, ProviderError> {
-        let mut response = self
-            .reqwest
-            .execute(request)
+    /// One exchange through the transport, within `timeout` whatever the transport (the
+    /// network's client enforces it too), and with the body cap.
+    async fn exchange(
+        &self,
+        request: reqwest::Request,
+        timeout: Duration,
+    ) -> Result<Response, ProviderError> {
+        let answer = tokio::time::timeout(timeout, self.transport.send(request, BODY_LIMIT))
             .await
-            .map_err(transport_error)?;
-        if response
-            .content_length()
-            .is_some_and(|n| n > BODY_LIMIT as u64)
-        {
+            .map_err(|_| timed_out())??;
+        if answer.body.len() > BODY_LIMIT {
             return Err(body_too_large());
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > BODY_LIMIT {
-                return Err(body_too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
         Ok(Response {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: body.freeze(),
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body,
             received_at: self.client.clock.now(),
         })
     }
@@ -377,6 +416,40 @@ pub fn scrub_error(mut error: ProviderError, secrets: &[Secret]) -> ProviderErro
     error
 }
 
+/// The network: reqwest's client, reading the body only up to the cap.
+#[async_trait::async_trait]
+impl Transport for reqwest::Client {
+    async fn send(
+        &self,
+        request: reqwest::Request,
+        body_limit: usize,
+    ) -> Result<Answer, ProviderError> {
+        let mut response = self.execute(request).await.map_err(transport_error)?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > body_limit as u64)
+        {
+            return Err(body_too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > body_limit {
+                return Err(body_too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: body.freeze(),
+        })
+    }
+}
+
+fn timed_out() -> ProviderError {
+    ProviderError::new("timeout", ErrorClass::Transport, "request timed out")
+}
+
 fn body_too_large() -> ProviderError {
     ProviderError::new(
         "body_too_large",
@@ -387,12 +460,12 @@ fn body_too_large() -> ProviderError {
 
 /// The exporter's own code for a request that got no usable answer.
 fn transport_error(error: reqwest::Error) -> ProviderError {
-    let timed_out = error.is_timeout();
+    let is_timeout = error.is_timeout();
     // Without the URL: the log needs the failure, not the endpoint's address again.
     let error = error.without_url();
     let chain = error_chain(&error);
-    if timed_out {
-        return ProviderError::new("timeout", ErrorClass::Transport, "request timed out");
+    if is_timeout {
+        return timed_out();
     }
     if is_tls_failure(&error) {
         // A bad certificate or a server that does not speak TLS does not fix itself between
@@ -472,6 +545,74 @@ pub fn join_url(base: &reqwest::Url, path: &str) -> reqwest::Url {
     url
 }
 
+/// A [`PollObserver`] that only counts, for the provider layer's own tests.
+#[cfg(test)]
+pub(crate) struct CountingObserver {
+    account: String,
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::Mutex<Vec<String>>,
+    tokens: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl CountingObserver {
+    pub(crate) fn new(account: &str) -> Self {
+        CountingObserver {
+            account: account.to_owned(),
+            requests: Default::default(),
+            errors: Default::default(),
+            tokens: Default::default(),
+        }
+    }
+
+    /// Requests that got an answer or failed to.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The codes of failed attempts, in order.
+    pub(crate) fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
+    pub(crate) fn tokens_minted(&self) -> u64 {
+        self.tokens.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl PollObserver for CountingObserver {
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn request_done(&self, _: &'static str, _: Duration) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn request_failed(&self, error: &ProviderError) {
+        self.errors.lock().unwrap().push(error.code.clone());
+    }
+
+    fn clock_skew(&self, _: f64) {}
+
+    fn token_minted(&self) {
+        self.tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Settings of a client with no extra CAs.
+#[cfg(test)]
+pub(crate) fn plain_settings() -> HttpSettings {
+    HttpSettings {
+        request_timeout: Duration::from_secs(10),
+        max_concurrent_requests: 16,
+        extra_roots: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,7 +673,7 @@ mod tests {
         );
         let config = parse(&text, Format::Yaml, &dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let client = HttpClient::new(&config, Clock::system()).unwrap();
+        let client = HttpClient::new(&config.http_settings(), Clock::system()).unwrap();
         assert_eq!(client.extra_root_clients.len(), 2);
         let index = |name: &str| client.account_clients.get(name).copied();
         assert_eq!(index("one"), index("two"));
@@ -649,7 +790,6 @@ mod tests {
     /// limit (clamped), without a panic and without another attempt.
     #[tokio::test]
     async fn a_call_survives_a_retry_after_past_the_clock() {
-        use crate::config::{Format, parse};
         use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
         struct Limited;
         #[async_trait::async_trait]
@@ -662,18 +802,10 @@ mod tests {
             }
         }
         let server = SimServer::start(Arc::new(Limited)).await.unwrap();
-        let yaml = "accounts:\n  - {name: a, provider: engagelab, product: sms, dev_key: k, dev_secret: s}\n";
-        let config = parse(yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
-        let client = HttpClient::new(&config, Clock::system()).unwrap();
-        let telemetry = AccountTelemetry::new(
-            crate::metrics::Telemetry::new(),
-            "engagelab",
-            "a",
-            &[],
-            false,
-        );
+        let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
+        let observer = CountingObserver::new("a");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let http = Http::new(&client, &telemetry, &[], deadline, 100);
+        let http = Http::new(&client, &observer, &[], deadline, 100);
         let url = server.base_url();
         let error = http
             .call(
@@ -689,5 +821,7 @@ mod tests {
         );
         assert_eq!(error.retry_after, Some(MAX_RETRY_AFTER));
         assert_eq!(server.request_count(), 1);
+        assert_eq!(observer.requests(), 1);
+        assert_eq!(observer.errors(), ["http_429"]);
     }
 }

@@ -11,21 +11,23 @@ pub(crate) mod fuzz;
 pub mod http;
 pub mod onerway;
 pub mod payby;
+pub mod state;
 pub mod uqpay;
 pub mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::Fields;
+use crate::fields::Fields;
 use crate::secret::Secret;
 use crate::sim::DemoPart;
 use crate::snapshot::Snapshot;
 
+pub use crate::error::{ErrorClass, ProviderError, codes};
 pub use http::{Http, HttpClient, Response};
+pub use state::SharedState;
 
 /// Polls one account of one provider.
 #[async_trait::async_trait]
@@ -58,11 +60,11 @@ pub trait ProviderSettings: fmt::Debug + Send + Sync {
     fn derived_secrets(&self) -> Vec<Secret> {
         Vec::new()
     }
-    /// The poller for this account.
-    fn build(&self) -> Arc<dyn Provider>;
+    /// The poller for this account, keeping what outlives a poll (a token) in `state`.
+    fn build(&self, state: &SharedState) -> Arc<dyn Provider>;
     /// Forgets any pause the provider asked for that outlives a poll (UQPay's token-mint
-    /// pause, kept process-wide): a reload starts without them.
-    fn clear_pauses(&self) {}
+    /// pause, kept in `state`): a reload starts without them.
+    fn clear_pauses(&self, _state: &SharedState) {}
 }
 
 /// Which currencies an account has, as far as its config tells.
@@ -136,232 +138,6 @@ impl ProviderConfig {
             ProviderConfig::PayBy(c) => c,
             ProviderConfig::Onerway(c) => c,
             ProviderConfig::UqPay(c) => c,
-        }
-    }
-}
-
-/// The exporter's own error codes (the `code` label where the provider gave none). Their set
-/// is fixed, so they are never folded into `other` by the per-account cap on provider codes.
-pub mod codes {
-    pub const TIMEOUT: &str = "timeout";
-    pub const CONNECT: &str = "connect";
-    pub const TLS: &str = "tls";
-    pub const REQUEST: &str = "request";
-    pub const DECODE: &str = "decode";
-    pub const BODY_TOO_LARGE: &str = "body_too_large";
-    pub const SIGN_FAILED: &str = "sign_failed";
-    pub const SIGNATURE_INVALID: &str = "signature_invalid";
-    pub const SIGNATURE_MISSING: &str = "signature_missing";
-    /// A 2xx answer with no balance in it ([`super::ProviderError::no_balance`]).
-    pub const NO_BALANCE: &str = "no_balance";
-    /// More currencies than the account's `max_currencies`.
-    pub const TOO_MANY_CURRENCIES: &str = "too_many_currencies";
-    /// A single-currency answer for another currency than asked.
-    pub const WRONG_CURRENCY: &str = "wrong_currency";
-    /// A list page with more entries than the `page_size` asked for (UQPay).
-    pub const PAGE_TOO_LONG: &str = "page_too_long";
-    /// A provider's code that cannot be a label as it came: it revealed a secret (it echoed
-    /// a credential) or had no printable character. One fixed value instead.
-    pub const REDACTED: &str = "redacted";
-
-    /// Every code above. `http_<status>` codes are the exporter's too ([`is_exporter_code`]).
-    pub const ALL: &[&str] = &[
-        TIMEOUT,
-        CONNECT,
-        TLS,
-        REQUEST,
-        DECODE,
-        BODY_TOO_LARGE,
-        SIGN_FAILED,
-        SIGNATURE_INVALID,
-        SIGNATURE_MISSING,
-        NO_BALANCE,
-        TOO_MANY_CURRENCIES,
-        WRONG_CURRENCY,
-        PAGE_TOO_LONG,
-        REDACTED,
-    ];
-
-    /// Whether `code` is one of the exporter's own: one of [`ALL`] or `http_<status>` with a
-    /// status from 100 to 599. A bounded set, whatever a provider sends.
-    pub fn is_exporter_code(code: &str) -> bool {
-        ALL.contains(&code)
-            || code.strip_prefix("http_").is_some_and(|status| {
-                status.len() == 3 && status.parse::<u16>().is_ok_and(|s| (100..600).contains(&s))
-            })
-    }
-}
-
-/// The `class` label: what kind of failure an error code is, derived from the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ErrorClass {
-    /// Credentials rejected, expired or not allowed (IP allow-list, environment).
-    Auth,
-    RateLimit,
-    /// The request's timestamp was outside the provider's window: the host clock is off.
-    Clock,
-    /// The provider rejected the request as malformed or unsupported.
-    Client,
-    /// The provider failed (5xx, internal error).
-    Server,
-    /// No usable answer: timeout, connection or TLS failure.
-    Transport,
-    /// An answer that does not parse or is too large.
-    Decode,
-    /// A response signature that is missing or does not verify.
-    Signature,
-}
-
-impl ErrorClass {
-    pub const ALL: [ErrorClass; 8] = [
-        ErrorClass::Auth,
-        ErrorClass::RateLimit,
-        ErrorClass::Clock,
-        ErrorClass::Client,
-        ErrorClass::Server,
-        ErrorClass::Transport,
-        ErrorClass::Decode,
-        ErrorClass::Signature,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Auth => "auth",
-            ErrorClass::RateLimit => "rate_limit",
-            ErrorClass::Clock => "clock",
-            ErrorClass::Client => "client",
-            ErrorClass::Server => "server",
-            ErrorClass::Transport => "transport",
-            ErrorClass::Decode => "decode",
-            ErrorClass::Signature => "signature",
-        }
-    }
-
-    /// Failures that may succeed when tried again within the same poll.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::RateLimit | ErrorClass::Server | ErrorClass::Transport
-        )
-    }
-
-    /// The class of an HTTP status when the body gives nothing better.
-    pub fn of_http_status(status: u16) -> ErrorClass {
-        match status {
-            401 | 403 => ErrorClass::Auth,
-            429 => ErrorClass::RateLimit,
-            408 => ErrorClass::Transport,
-            500..=599 => ErrorClass::Server,
-            _ => ErrorClass::Client,
-        }
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A failed request or poll: the provider's own code (or the exporter's, where the provider
-/// gave none), its class, and a message fit for logs and the status page.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code} ({class}): {message}")]
-pub struct ProviderError {
-    /// The `code` label: `2001`, `RATE_LIMIT_REJECT`, `timeout`, `http_502`...
-    pub code: String,
-    pub class: ErrorClass,
-    pub message: String,
-    /// How long the provider asked us to wait (`Retry-After`).
-    pub retry_after: Option<Duration>,
-    retryable: bool,
-}
-
-impl ProviderError {
-    pub fn new(code: impl Into<String>, class: ErrorClass, message: impl Into<String>) -> Self {
-        ProviderError {
-            code: code.into(),
-            class,
-            message: message.into(),
-            retry_after: None,
-            retryable: class.is_transient(),
-        }
-    }
-
-    /// An error status with nothing better in the body: code `http_<status>`.
-    pub fn http_status(status: u16, message: impl Into<String>) -> Self {
-        Self::new(
-            format!("http_{status}"),
-            ErrorClass::of_http_status(status),
-            message,
-        )
-    }
-
-    /// An answer that could not be understood.
-    pub fn decode(message: impl Into<String>) -> Self {
-        Self::new(codes::DECODE, ErrorClass::Decode, message)
-    }
-
-    /// A 2xx answer that carries none of the provider's documented balance fields or lists:
-    /// a wrong `base_url`, a proxy's page, a changed API. Never a successful poll.
-    pub fn no_balance(message: impl Into<String>) -> Self {
-        Self::new(codes::NO_BALANCE, ErrorClass::Decode, message)
-    }
-
-    /// A single-currency answer that names another currency than the one asked for.
-    pub fn wrong_currency(asked: &str, answered: &str) -> Self {
-        Self::new(
-            codes::WRONG_CURRENCY,
-            ErrorClass::Decode,
-            format!(
-                "asked for {asked}, the answer is for {}",
-                wire::label_text(answered)
-            ),
-        )
-    }
-
-    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
-        self.retry_after = retry_after;
-        self
-    }
-
-    /// Marks an error of a transient class as one that retrying will not fix.
-    pub fn final_attempt(mut self) -> Self {
-        self.retryable = false;
-        self
-    }
-
-    pub fn is_retryable(&self) -> bool {
-        self.retryable
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::codes::is_exporter_code;
-
-    #[test]
-    fn exporter_codes_are_a_bounded_set() {
-        for code in [
-            "timeout",
-            "tls",
-            "no_balance",
-            "http_503",
-            "http_100",
-            "http_599",
-        ] {
-            assert!(is_exporter_code(code), "{code}");
-        }
-        for code in [
-            "2001",
-            "http_5033",
-            "http_099",
-            "http_600",
-            "http_abc",
-            "Timeout",
-            "",
-        ] {
-            assert!(!is_exporter_code(code), "{code}");
         }
     }
 }

@@ -30,15 +30,7 @@ impl<'de> Deserialize<'de> for WireCode {
     }
 }
 
-/// Provider text fit for a label value or a log field: printable ASCII, at most 64
-/// characters.
-pub fn label_text(text: &str) -> String {
-    text.trim()
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(64)
-        .collect()
-}
+pub use crate::error::label_text;
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,8 @@ use tokio::time::Instant;
 
 use crate::serve::{Body, Handler, accept_loop_tls};
 
+pub mod in_process;
+
 /// A request as the simulator received it.
 #[derive(Clone)]
 pub struct SimRequest {

@@ -16,8 +16,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::http::join_url;
-use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
-use crate::config::{Fields, is_currency_code};
+use super::{
+    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    SharedState,
+};
+use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
@@ -127,7 +130,7 @@ impl ProviderSettings for Config {
         ))]
     }
 
-    fn build(&self) -> Arc<dyn Provider> {
+    fn build(&self, _: &SharedState) -> Arc<dyn Provider> {
         Arc::new(EngageLab {
             config: self.clone(),
             url: join_url(&self.base_url, "/v1/balance"),

@@ -5,6 +5,93 @@ use super::*;
 use crate::providers::fuzz;
 use crate::sim::{Fault, Ledger, SimHandler};
 
+/// The provider against its simulator called in-process through the common transport
+/// (`sim::in_process`), so that retries, backoff and hangs run under paused time.
+mod in_process {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::{Format, parse};
+    use crate::providers::http::{CountingObserver, plain_settings};
+    use crate::providers::{HttpClient, ProviderConfig, SharedState};
+    use crate::sim::in_process::InProcess;
+
+    fn sms_sim() -> Arc<EngageLabSim> {
+        let sim = EngageLabSim::new(Product::Sms);
+        sim.add_account(
+            "key",
+            SimAccount::new(
+                "secret",
+                Ledger::fixed(Decimal::new(1_250, 2)),
+                Ledger::fixed(Decimal::ZERO),
+            ),
+        );
+        sim
+    }
+
+    /// Polls once through `Http` with a poll of `budget`, as the scheduler would.
+    async fn poll(
+        sim: Arc<EngageLabSim>,
+        budget: Duration,
+    ) -> (Result<Snapshot, ProviderError>, CountingObserver, usize) {
+        let yaml = "accounts:\n  - {name: a, provider: engagelab, product: sms, \
+                    base_url: 'http://engagelab.sim', dev_key: key, dev_secret: secret}\n";
+        let config = parse(yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
+        let ProviderConfig::EngageLab(engagelab) = &config.accounts[0].provider else {
+            panic!("not EngageLab");
+        };
+        let provider = engagelab.build(&SharedState::default());
+        let wire = InProcess::new(sim);
+        let client =
+            HttpClient::with_transport(&plain_settings(), Clock::system(), wire.clone()).unwrap();
+        let observer = CountingObserver::new("a");
+        let http = Http::new(&client, &observer, &[], Instant::now() + budget, 100);
+        let outcome = provider.fetch(&http).await;
+        (outcome, observer, wire.exchanged().len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_error_is_retried_after_its_backoff_and_the_poll_succeeds() {
+        let sim = sms_sim();
+        sim.update("key", |a| a.faults.next(Fault::code("1000"), 1));
+        let started = Instant::now();
+        let (outcome, observer, requests) = poll(sim, Duration::from_secs(60)).await;
+        let snapshot = outcome.unwrap();
+        assert_eq!(snapshot.currencies(), vec!["USD"]);
+        assert_eq!((requests, observer.requests()), (2, 2));
+        assert_eq!(observer.errors(), ["1000"]);
+        // The first backoff is 1 s with ±50 % jitter: paused time, so exactly what was waited.
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_millis(500)..=Duration::from_millis(1500)).contains(&waited),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_provider_costs_three_timed_out_attempts_within_the_poll() {
+        let sim = sms_sim();
+        sim.update("key", |a| a.faults.always(Fault::Hang));
+        let started = Instant::now();
+        let budget = Duration::from_secs(30);
+        let (outcome, observer, requests) = poll(sim, budget).await;
+        let error = outcome.unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("timeout", ErrorClass::Transport)
+        );
+        assert_eq!(requests, 3);
+        assert_eq!(observer.errors(), ["timeout", "timeout", "timeout"]);
+        // Each attempt waits its 10 s request timeout (the last one what is left of the poll).
+        let took = started.elapsed();
+        assert!(took > Duration::from_secs(20) && took <= budget, "{took:?}");
+    }
+}
+
 /// Answers of the SMS and OTP simulators: balances, an auth error, a garbled body.
 fn sim_answers() -> Vec<Vec<u8>> {
     fuzz::block_on(async {

@@ -19,9 +19,12 @@ use serde_json::value::RawValue;
 
 use super::http::join_url;
 use super::wire::{WireCode, label_text};
-use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
+use super::{
+    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    SharedState,
+};
 use crate::clock::Clock;
-use crate::config::{Fields, is_currency_code};
+use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::{AccountStatus, Overview, Snapshot};
@@ -180,7 +183,7 @@ impl ProviderSettings for Config {
         DOCUMENTED_ERRORS
     }
 
-    fn build(&self) -> Arc<dyn Provider> {
+    fn build(&self, _: &SharedState) -> Arc<dyn Provider> {
         let path = match &self.mode {
             Mode::Overview { path, .. } | Mode::Currencies { path, .. } => path,
         };

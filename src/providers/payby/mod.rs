@@ -20,9 +20,12 @@ use serde_json::value::RawValue;
 
 use super::http::join_url;
 use super::wire::{WireCode, label_text};
-use super::{CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response};
+use super::{
+    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    SharedState,
+};
 use crate::clock::Clock;
-use crate::config::{Fields, LoadedSecret, is_currency_code};
+use crate::fields::{Fields, LoadedSecret, is_currency_code};
 use crate::money::parse_amount;
 use crate::snapshot::Snapshot;
 pub use keys::{SigningKey, VerifyingKey};
@@ -203,7 +206,7 @@ impl ProviderSettings for Config {
         DOCUMENTED_ERRORS
     }
 
-    fn build(&self) -> Arc<dyn Provider> {
+    fn build(&self, _: &SharedState) -> Arc<dyn Provider> {
         Arc::new(PayBy {
             url: join_url(&self.base_url, BALANCE_PATH),
             config: self.clone(),

@@ -272,7 +272,7 @@ impl PayBySim {
                 return response;
             }
         }
-        if !crate::config::is_currency_code(&currency) {
+        if !crate::fields::is_currency_code(&currency) {
             return self.error(signing, 200, "FAIL", "CURRENCY_CODE_NOT_SUPPORTED");
         }
         // Read the balances after any latency, as of when the answer is written.

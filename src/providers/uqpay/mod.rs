@@ -2,8 +2,8 @@
 //!
 //! `POST {base}/v1/connect/token` with `x-client-id` and `x-api-key` mints a token
 //! (`{"auth_token","expired_at"}`); balance calls carry `x-auth-token: Bearer <token>`. Minting
-//! logs out the previous holder of the key, so the token lives in a process-wide slot per
-//! credential set (see [`token`]): minted lazily, reused across polls, accounts and reloads,
+//! logs out the previous holder of the key, so the token lives in one slot per credential set
+//! (kept in the scheduler's [`SharedState`], see [`token`]): minted lazily, reused across polls, accounts and reloads,
 //! refreshed a minute before `expired_at`, and after a 401 re-minted once and the call retried
 //! once. Balances come from the paginated list (`page_size=100`, every page) or, when the
 //! account names its currencies, from `/v2/payment/balances/{currency}` each. Errors come as
@@ -20,7 +20,6 @@ pub mod token;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,14 +32,15 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use self::token::{
-    CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, Usable,
+    CredentialKey, Lifetime, MAX_PLAUSIBLE_LIFETIME, Minted, Token, TokenSlot, TokenSlots, Usable,
 };
 use super::http::{join_url, scrub_error};
 use super::{
-    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response, codes,
+    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    SharedState, codes,
 };
-use crate::clock::{Clock, signed_seconds_between};
-use crate::config::{Fields, is_currency_code};
+use crate::clock::signed_seconds_between;
+use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
@@ -182,64 +182,14 @@ impl ProviderSettings for Config {
         true
     }
 
-    fn build(&self) -> Arc<dyn Provider> {
-        Arc::new(UqPay::new(self.clone()))
+    fn build(&self, state: &SharedState) -> Arc<dyn Provider> {
+        Arc::new(UqPay::new(self.clone(), &state.part::<TokenSlots>()))
     }
 
-    fn clear_pauses(&self) {
-        token::clear_mint_pause(&CredentialKey::of(self));
-    }
-}
-
-/// How the provider reaches the API: [`Http`] in the exporter; in unit tests, the simulator
-/// called in-process so that the token lifecycle can run under paused time.
-pub(crate) trait Transport: Sync {
-    /// When this poll must be over.
-    fn deadline(&self) -> Instant;
-    /// The local wall clock.
-    fn clock(&self) -> Clock;
-    /// The account polled, for logs.
-    fn account(&self) -> &str;
-    /// [`Http::max_currencies`].
-    fn max_currencies(&self) -> usize;
-    fn count_token_refresh(&self);
-    /// [`Http::call`].
-    fn call<T: Send>(
-        &self,
-        endpoint: &'static str,
-        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
-        interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
-    ) -> impl Future<Output = Result<T, ProviderError>> + Send;
-}
-
-impl Transport for Http<'_> {
-    fn deadline(&self) -> Instant {
-        Http::deadline(self)
-    }
-
-    fn clock(&self) -> Clock {
-        Http::clock(self)
-    }
-
-    fn account(&self) -> &str {
-        self.telemetry().account()
-    }
-
-    fn max_currencies(&self) -> usize {
-        Http::max_currencies(self)
-    }
-
-    fn count_token_refresh(&self) {
-        self.telemetry().count_token_refresh();
-    }
-
-    fn call<T: Send>(
-        &self,
-        endpoint: &'static str,
-        build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
-        interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
-    ) -> impl Future<Output = Result<T, ProviderError>> + Send {
-        Http::call(self, endpoint, build, interpret)
+    fn clear_pauses(&self, state: &SharedState) {
+        state
+            .part::<TokenSlots>()
+            .clear_mint_pause(&CredentialKey::of(self));
     }
 }
 
@@ -257,8 +207,8 @@ struct Failure {
 }
 
 impl UqPay {
-    pub(crate) fn new(config: Config) -> Self {
-        let slot = token::slot_for(CredentialKey::of(&config));
+    pub(crate) fn new(config: Config, slots: &TokenSlots) -> Self {
+        let slot = slots.slot_for(CredentialKey::of(&config));
         UqPay {
             token_url: join_url(&config.base_url, "/v1/connect/token"),
             list_url: join_url(&config.base_url, "/v2/payment/balances"),
@@ -268,7 +218,7 @@ impl UqPay {
     }
 
     /// One poll: balances with the cached token; after a 401, once more with a new one.
-    pub(crate) async fn poll<X: Transport>(&self, x: &X) -> Result<Snapshot, ProviderError> {
+    pub(crate) async fn poll(&self, x: &Http<'_>) -> Result<Snapshot, ProviderError> {
         let token = self.token(x, None).await?;
         match self.balances(x, token.value()).await {
             Ok(snapshot) => Ok(snapshot),
@@ -290,9 +240,9 @@ impl UqPay {
     }
 
     /// A token to use: the cached one, or a new one minted by this poll (one poll at a time).
-    async fn token<X: Transport>(
+    async fn token(
         &self,
-        x: &X,
+        x: &Http<'_>,
         rejected: Option<&Token>,
     ) -> Result<Arc<Token>, ProviderError> {
         let mut slot = self.slot.lock(x.deadline()).await?;
@@ -301,7 +251,7 @@ impl UqPay {
             Usable::Mint {
                 rejected_early: true,
             } => tracing::warn!(
-                account = x.account(),
+                account = x.observer().account(),
                 client_id = %self.config.client_id,
                 "UQPay rejected an access token before its lifetime was over: another process probably minted one with the same API key (each mint logs out the previous holder); give the exporter its own API key or run a single replica per key"
             ),
@@ -311,12 +261,12 @@ impl UqPay {
         let requested_at = Instant::now();
         let minted = self.mint(x).await;
         if minted.is_ok() {
-            x.count_token_refresh();
+            x.observer().token_minted();
         }
-        slot.store(minted, requested_at, x.account())
+        slot.store(minted, requested_at, x.observer().account())
     }
 
-    async fn mint<X: Transport>(&self, x: &X) -> Result<Minted, ProviderError> {
+    async fn mint(&self, x: &Http<'_>) -> Result<Minted, ProviderError> {
         let c = &self.config;
         let requested_wall = x.clock().now();
         x.call(
@@ -337,7 +287,7 @@ impl UqPay {
         .await
     }
 
-    async fn balances<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
+    async fn balances(&self, x: &Http<'_>, token: &Secret) -> Result<Snapshot, Failure> {
         match &self.config.currencies {
             Some(currencies) => {
                 let mut merged = Merged::new(usize::MAX);
@@ -359,7 +309,7 @@ impl UqPay {
 
     /// Every page of the list, within `max_currencies`: past it the walk stops at once
     /// (`too_many_currencies`), and pages are only fetched while the list can still fit.
-    async fn walk<X: Transport>(&self, x: &X, token: &Secret) -> Result<Snapshot, Failure> {
+    async fn walk(&self, x: &Http<'_>, token: &Secret) -> Result<Snapshot, Failure> {
         let max = x.max_currencies();
         let mut merged = Merged::new(max);
         let mut per_page: Option<u64> = None;
@@ -406,9 +356,9 @@ impl UqPay {
     }
 
     /// An authenticated GET, noting whether its last answer was a 401.
-    async fn get<X: Transport, T: Send>(
+    async fn get<T: Send>(
         &self,
-        x: &X,
+        x: &Http<'_>,
         endpoint: &'static str,
         url: reqwest::Url,
         token: &Secret,

@@ -1,19 +1,21 @@
 //! The provider against its simulator called in-process, so that the token lifecycle runs
 //! under paused time (real sockets and paused time do not mix). Requests are built by the
-//! provider's own code and handed to the simulator's handler as they would arrive; the
-//! transport makes one attempt per call (retries are `Http::call`'s, tested over loopback).
+//! provider's own code, sent through `Http` (retries included) and handed to the simulator's
+//! handler as they would arrive.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::clock::Clock;
+use crate::providers::HttpClient;
+use crate::providers::http::{CountingObserver, plain_settings};
+
 use super::sim::{SimBalance, SimClient, UqPaySim};
 use super::*;
 use crate::config::{Format, parse};
-use crate::sim::{Fault, Ledger, SimHandler, SimRequest};
+use crate::sim::{Fault, Ledger, SimHandler};
 
 /// One request as the simulator saw it and answered it.
 #[derive(Debug, Clone)]
@@ -23,29 +25,50 @@ struct Sent {
     headers: HeaderMap,
 }
 
+/// The provider's requests go through [`Http`] as in the exporter, to the simulator's handler
+/// called in-process ([`crate::sim::in_process`]) instead of a socket.
 struct InProcess {
-    sim: Arc<UqPaySim>,
-    client: reqwest::Client,
+    wire: Arc<crate::sim::in_process::InProcess>,
+    client: HttpClient,
+    observer: CountingObserver,
     poll_budget: Duration,
     max_currencies: usize,
-    sent: Mutex<Vec<Sent>>,
-    refreshes: AtomicU64,
 }
 
 impl InProcess {
     fn new(sim: Arc<UqPaySim>) -> Self {
+        let wire = crate::sim::in_process::InProcess::new(sim);
         InProcess {
-            sim,
-            client: reqwest::Client::new(),
+            client: HttpClient::with_transport(&plain_settings(), Clock::system(), wire.clone())
+                .unwrap(),
+            wire,
+            observer: CountingObserver::new("test"),
             poll_budget: Duration::from_secs(60),
             max_currencies: 1000,
-            sent: Mutex::new(Vec::new()),
-            refreshes: AtomicU64::new(0),
         }
     }
 
+    /// The context of one poll, starting now.
+    fn http(&self) -> Http<'_> {
+        Http::new(
+            &self.client,
+            &self.observer,
+            &[],
+            Instant::now() + self.poll_budget,
+            self.max_currencies,
+        )
+    }
+
     fn sent(&self) -> Vec<Sent> {
-        crate::sim::lock(&self.sent).clone()
+        self.wire
+            .exchanged()
+            .into_iter()
+            .map(|e| Sent {
+                endpoint: endpoint_of(&e.request.path),
+                status: e.status.unwrap_or_default(),
+                headers: e.request.headers,
+            })
+            .collect()
     }
 
     fn count(&self, endpoint: &str, status: Option<u16>) -> usize {
@@ -56,63 +79,14 @@ impl InProcess {
     }
 }
 
-impl Transport for InProcess {
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.poll_budget
-    }
-
-    fn clock(&self) -> Clock {
-        Clock::system()
-    }
-
-    fn account(&self) -> &str {
-        "test"
-    }
-
-    fn max_currencies(&self) -> usize {
-        self.max_currencies
-    }
-
-    fn count_token_refresh(&self) {
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    async fn call<T: Send>(
-        &self,
-        endpoint: &'static str,
-        mut build: impl FnMut(&reqwest::Client) -> Result<reqwest::RequestBuilder, ProviderError> + Send,
-        mut interpret: impl FnMut(&Response) -> Result<T, ProviderError> + Send,
-    ) -> Result<T, ProviderError> {
-        let request = build(&self.client)?
-            .build()
-            .map_err(|e| ProviderError::new("request", ErrorClass::Client, e.to_string()))?;
-        let url = request.url();
-        let sim_request = SimRequest {
-            method: request.method().to_string(),
-            path: url.path().to_owned(),
-            query: url.query().map(str::to_owned),
-            headers: request.headers().clone(),
-            body: Default::default(),
-        };
-        let answer = self.sim.handle(&sim_request).await;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &answer.headers {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        crate::sim::lock(&self.sent).push(Sent {
-            endpoint,
-            status: answer.status,
-            headers: sim_request.headers.clone(),
-        });
-        interpret(&Response::new(
-            answer.status,
-            headers,
-            answer.body,
-            SystemTime::now(),
-        ))
+/// The `endpoint` label of a request to `path`.
+fn endpoint_of(path: &str) -> &'static str {
+    if path.ends_with("/v1/connect/token") {
+        "token"
+    } else if path.ends_with("/v2/payment/balances") {
+        "balances"
+    } else {
+        "balance"
     }
 }
 
@@ -129,8 +103,13 @@ fn sim_with_currencies(currencies: &[&str]) -> Arc<UqPaySim> {
     sim
 }
 
-/// A provider for `client` at a base URL of its own (the token slots are process-wide).
+/// A provider for `client` with token slots of its own.
 fn provider(test: &str, extra: &str) -> UqPay {
+    provider_in(&TokenSlots::default(), test, extra)
+}
+
+/// A provider for `client` keeping its token in `slots` (shared with the others there).
+fn provider_in(slots: &TokenSlots, test: &str, extra: &str) -> UqPay {
     let yaml = format!(
         "accounts:
   - name: a
@@ -142,7 +121,7 @@ fn provider(test: &str, extra: &str) -> UqPay {
     );
     let config = parse(&yaml, Format::Yaml, std::path::Path::new(".")).unwrap();
     match &config.accounts[0].provider {
-        crate::providers::ProviderConfig::UqPay(c) => UqPay::new(c.clone()),
+        crate::providers::ProviderConfig::UqPay(c) => UqPay::new(c.clone(), slots),
         other => panic!("not uqpay: {other:?}"),
     }
 }
@@ -155,7 +134,7 @@ async fn one_hour_of_60s_polls_with_30_minute_tokens_mints_three_tokens() {
     let started = Instant::now();
     let mut polls: u64 = 0;
     while started.elapsed() < Duration::from_secs(3600) {
-        let snapshot = uqpay.poll(&x).await.unwrap();
+        let snapshot = uqpay.poll(&x.http()).await.unwrap();
         assert_eq!(snapshot.currencies(), vec!["SGD", "USD"]);
         polls += 1;
         tokio::time::sleep_until(started + Duration::from_secs(60 * polls)).await;
@@ -163,7 +142,7 @@ async fn one_hour_of_60s_polls_with_30_minute_tokens_mints_three_tokens() {
     assert_eq!(polls, 60);
     // Minted at 0:00, refreshed a minute before expiry at about 29:00 and 58:00.
     assert_eq!(sim.mints(CLIENT), 3);
-    assert_eq!(x.refreshes.load(Ordering::Relaxed), 3);
+    assert_eq!(x.observer.tokens_minted(), 3);
     assert_eq!(x.count("token", None), 3);
     // Never a rejected token: each refresh came before the old token died.
     assert_eq!(x.count("balances", Some(401)), 0);
@@ -178,7 +157,7 @@ async fn a_token_is_refreshed_before_it_expires_without_a_failed_request() {
     let x = InProcess::new(sim.clone());
     // Polls every 10 s for 20 minutes: a 300 s token is replaced at about 240 s.
     for _ in 0..120 {
-        uqpay.poll(&x).await.unwrap();
+        uqpay.poll(&x.http()).await.unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     let mints = sim.mints(CLIENT);
@@ -191,14 +170,14 @@ async fn an_outside_mint_costs_exactly_one_re_mint_and_the_poll_succeeds() {
     let sim = sim_with_currencies(&["SGD"]);
     let uqpay = provider("outside", "");
     let x = InProcess::new(sim.clone());
-    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     sim.mint_outside(CLIENT);
-    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
     assert_eq!(sim.mints(CLIENT), 2);
     assert_eq!(x.count("balances", Some(401)), 1);
     // And the new token is kept.
-    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
     assert_eq!(sim.mints(CLIENT), 2);
 }
 
@@ -208,7 +187,7 @@ async fn a_persistent_401_gives_one_re_mint_per_poll_and_an_auth_error() {
     sim.update(CLIENT, |c| c.faults.always(Fault::code("unauthorized")));
     let uqpay = provider("persistent", "");
     let x = InProcess::new(sim.clone());
-    let error = uqpay.poll(&x).await.unwrap_err();
+    let error = uqpay.poll(&x.http()).await.unwrap_err();
     assert_eq!(
         (error.code.as_str(), error.class),
         ("unauthorized", ErrorClass::Auth)
@@ -221,7 +200,7 @@ async fn a_persistent_401_gives_one_re_mint_per_poll_and_an_auth_error() {
     assert_eq!(sim.mints(CLIENT), 2);
     assert_eq!(x.count("balances", None), 2);
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert!(uqpay.poll(&x).await.is_err());
+    assert!(uqpay.poll(&x.http()).await.is_err());
     assert_eq!(sim.mints(CLIENT), 3, "one re-mint per poll, no loop");
     assert_eq!(x.count("balances", None), 4);
 }
@@ -233,13 +212,18 @@ async fn overlapping_polls_of_accounts_sharing_a_key_share_one_mint() {
         c.token_faults
             .next(Fault::Latency(Duration::from_secs(2)), 1)
     });
+    let slots = TokenSlots::default();
     let accounts = [
-        provider("shared", ""),
-        provider("shared", "    currencies: [USD]"),
-        provider("shared", "    currencies: [SGD, USD]"),
+        provider_in(&slots, "shared", ""),
+        provider_in(&slots, "shared", "    currencies: [USD]"),
+        provider_in(&slots, "shared", "    currencies: [SGD, USD]"),
     ];
     let x = InProcess::new(sim.clone());
-    let results = join_all(accounts.iter().map(|a| a.poll(&x))).await;
+    let results = join_all(accounts.iter().map(|a| async {
+        let http = x.http();
+        a.poll(&http).await
+    }))
+    .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(sim.mints(CLIENT), 1);
     assert_eq!(x.count("token", None), 1);
@@ -254,7 +238,7 @@ async fn a_rate_limited_mint_waits_for_retry_after_without_asking_again() {
     });
     let uqpay = provider("token-429", "");
     let x = InProcess::new(sim.clone());
-    let error = uqpay.poll(&x).await.unwrap_err();
+    let error = uqpay.poll(&x.http()).await.unwrap_err();
     assert_eq!(
         (error.code.as_str(), error.class),
         ("too_many_requests", ErrorClass::RateLimit)
@@ -263,12 +247,12 @@ async fn a_rate_limited_mint_waits_for_retry_after_without_asking_again() {
     // Polls within the two minutes fail without a request to the token endpoint.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let again = uqpay.poll(&x).await.unwrap_err();
+        let again = uqpay.poll(&x.http()).await.unwrap_err();
         assert_eq!(again.class, ErrorClass::RateLimit);
     }
     assert_eq!(x.count("token", None), 1);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
     assert_eq!(x.count("token", None), 2);
     assert_eq!(sim.mints(CLIENT), 1);
 }
@@ -277,22 +261,23 @@ async fn a_rate_limited_mint_waits_for_retry_after_without_asking_again() {
 async fn a_401_on_a_token_another_account_already_replaced_takes_the_new_one_without_a_mint() {
     let sim = sim_with_currencies(&["SGD"]);
     sim.set_token_lifetime(Duration::from_secs(240));
-    let a = provider("handover", "");
-    let b = provider("handover", "    currencies: [SGD]");
+    let slots = TokenSlots::default();
+    let a = provider_in(&slots, "handover", "");
+    let b = provider_in(&slots, "handover", "    currencies: [SGD]");
     let x = InProcess::new(sim.clone());
-    a.poll(&x).await.unwrap();
+    a.poll(&x.http()).await.unwrap();
     // `b` starts a call with the first token...
-    let held = b.token(&x, None).await.unwrap();
+    let held = b.token(&x.http(), None).await.unwrap();
     // ... while `a` refreshes it (due 60 s before the end of its 240 s).
     tokio::time::sleep(Duration::from_secs(181)).await;
-    a.poll(&x).await.unwrap();
+    a.poll(&x.http()).await.unwrap();
     assert_eq!(sim.mints(CLIENT), 2);
-    let failure = b.balances(&x, held.value()).await.err().unwrap();
+    let failure = b.balances(&x.http(), held.value()).await.err().unwrap();
     assert!(failure.unauthorized);
     // The rejected token is no longer the slot's: `b` gets a's new one, no third mint.
-    let next = b.token(&x, Some(&held)).await.unwrap();
+    let next = b.token(&x.http(), Some(&held)).await.unwrap();
     assert_ne!(next.generation(), held.generation());
-    assert!(b.balances(&x, next.value()).await.is_ok());
+    assert!(b.balances(&x.http(), next.value()).await.is_ok());
     assert_eq!(sim.mints(CLIENT), 2);
 }
 
@@ -311,7 +296,7 @@ async fn pages_are_walked_with_the_required_parameters() {
     let sim = sim_with_currencies(&refs);
     let uqpay = provider("pages", "");
     let x = InProcess::new(sim);
-    let snapshot = uqpay.poll(&x).await.unwrap();
+    let snapshot = uqpay.poll(&x.http()).await.unwrap();
     assert_eq!(snapshot.currencies().len(), 205);
     assert_eq!(snapshot.balances.len(), 205 * 6);
     assert_eq!(x.count("balances", Some(200)), 3);
@@ -326,11 +311,15 @@ async fn the_sub_account_header_is_sent_only_when_configured() {
             vec![SimBalance::new("USD", Ledger::fixed(Decimal::from(7)))],
         );
     });
-    let main = provider("sub", "");
-    let sub = provider("sub", "    on_behalf_of: sub-7");
+    let slots = TokenSlots::default();
+    let main = provider_in(&slots, "sub", "");
+    let sub = provider_in(&slots, "sub", "    on_behalf_of: sub-7");
     let x = InProcess::new(sim);
-    assert_eq!(main.poll(&x).await.unwrap().currencies(), vec!["SGD"]);
-    assert_eq!(sub.poll(&x).await.unwrap().currencies(), vec!["USD"]);
+    assert_eq!(
+        main.poll(&x.http()).await.unwrap().currencies(),
+        vec!["SGD"]
+    );
+    assert_eq!(sub.poll(&x.http()).await.unwrap().currencies(), vec!["USD"]);
     let sent = x.sent();
     let balance_calls: Vec<_> = sent.iter().filter(|s| s.endpoint == "balances").collect();
     assert_eq!(balance_calls.len(), 2);
@@ -625,7 +614,7 @@ async fn an_account_holding_nothing_is_a_success_with_no_balances() {
     let sim = sim_with_currencies(&[]);
     let uqpay = provider("empty", "");
     let x = InProcess::new(sim);
-    let snapshot = uqpay.poll(&x).await.unwrap();
+    let snapshot = uqpay.poll(&x.http()).await.unwrap();
     assert!(snapshot.balances.is_empty());
     assert_eq!(x.count("balances", Some(200)), 1);
 }
@@ -640,7 +629,7 @@ async fn the_walk_stops_past_max_currencies_and_a_hostile_total_pages_costs_one_
         c.body_faults
             .always(super::sim::BodyFault::ManyCurrencies(5000))
     });
-    let error = uqpay.poll(&x).await.unwrap_err();
+    let error = uqpay.poll(&x.http()).await.unwrap_err();
     assert_eq!(
         (error.code.as_str(), error.class),
         ("too_many_currencies", ErrorClass::Decode)
@@ -663,12 +652,12 @@ async fn the_walk_stops_past_max_currencies_and_a_hostile_total_pages_costs_one_
     x.max_currencies = 150;
     let uqpay = provider("hostile-2", "");
     assert_eq!(
-        uqpay.poll(&x).await.unwrap_err().code,
+        uqpay.poll(&x.http()).await.unwrap_err().code,
         "too_many_currencies"
     );
     assert_eq!(x.count("balances", None), 2);
     x.max_currencies = 151;
-    assert_eq!(uqpay.poll(&x).await.unwrap().currencies().len(), 151);
+    assert_eq!(uqpay.poll(&x.http()).await.unwrap().currencies().len(), 151);
 }
 
 #[tokio::test(start_paused = true)]
@@ -676,11 +665,11 @@ async fn every_balance_request_has_a_fresh_uuid_v4_idempotency_key_and_the_mint_
     let sim = sim_with_currencies(&["SGD", "USD"]);
     let uqpay = provider("keys", "");
     let x = InProcess::new(sim.clone());
-    uqpay.poll(&x).await.unwrap();
-    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
     // A 401: re-mint and a second request, with its own key.
     sim.mint_outside(CLIENT);
-    uqpay.poll(&x).await.unwrap();
+    uqpay.poll(&x.http()).await.unwrap();
     let sent = x.sent();
     let keys: Vec<String> = sent
         .iter()

@@ -1,8 +1,8 @@
 //! The access token of one credential set, shared by every account that uses it.
 //!
 //! UQPay's acquiring line keeps one active token per API key: minting a new one logs out the
-//! previous holder. So a token is minted lazily, cached for the whole process (across polls,
-//! accounts and config reloads), refreshed shortly before it expires, and minted by one poll
+//! previous holder. So a token is minted lazily, cached in the scheduler's [`TokenSlots`]
+//! (across polls, accounts and config reloads), refreshed shortly before it expires, and minted by one poll
 //! at a time: the others wait on the slot's lock and take the fresh token.
 //!
 //! The slot holds no I/O: a poll locks it, asks for a usable token, mints one through its own
@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::MutexGuard;
@@ -106,34 +106,41 @@ impl Hash for CredentialKey {
     }
 }
 
-/// Slots alive somewhere in the process. Weak: a credential set no account uses any more is
-/// forgotten with its token; a reload builds the new providers while the old ones still hold
-/// theirs, so the token carries over.
-static SLOTS: LazyLock<Mutex<HashMap<CredentialKey, Weak<TokenSlot>>>> =
-    LazyLock::new(Mutex::default);
-
-/// Forgets the mint pause of `key`'s slot, if it has one, keeping its token: a reload starts
-/// with a clean slate, and does not mint again while the token is valid.
-pub fn clear_mint_pause(key: &CredentialKey) {
-    let slot = {
-        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-        slots.get(key).and_then(Weak::upgrade)
-    };
-    if let Some(slot) = slot {
-        *slot.pause() = None;
-    }
+/// The token slots of every credential set in use: one per scheduler (in its
+/// [`SharedState`](crate::providers::SharedState)), never process-wide. Weak: a credential set
+/// no account uses any more is forgotten with its token; a reload builds the new providers
+/// while the old ones still hold theirs, so the token carries over.
+#[derive(Default)]
+pub struct TokenSlots {
+    slots: Mutex<HashMap<CredentialKey, Weak<TokenSlot>>>,
 }
 
-/// The process-wide slot of `key`.
-pub fn slot_for(key: CredentialKey) -> Arc<TokenSlot> {
-    let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(slot) = slots.get(&key).and_then(Weak::upgrade) {
-        return slot;
+impl TokenSlots {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<CredentialKey, Weak<TokenSlot>>> {
+        // Only weak handles: still consistent after a panic elsewhere.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
-    slots.retain(|_, slot| slot.strong_count() > 0);
-    let slot = Arc::new(TokenSlot::default());
-    slots.insert(key, Arc::downgrade(&slot));
-    slot
+
+    /// Forgets the mint pause of `key`'s slot, if it has one, keeping its token: a reload
+    /// starts with a clean slate, and does not mint again while the token is valid.
+    pub fn clear_mint_pause(&self, key: &CredentialKey) {
+        let slot = self.slots().get(key).and_then(Weak::upgrade);
+        if let Some(slot) = slot {
+            *slot.pause() = None;
+        }
+    }
+
+    /// The slot of `key`, shared by every account using it.
+    pub fn slot_for(&self, key: CredentialKey) -> Arc<TokenSlot> {
+        let mut slots = self.slots();
+        if let Some(slot) = slots.get(&key).and_then(Weak::upgrade) {
+            return slot;
+        }
+        slots.retain(|_, slot| slot.strong_count() > 0);
+        let slot = Arc::new(TokenSlot::default());
+        slots.insert(key, Arc::downgrade(&slot));
+        slot
+    }
 }
 
 /// The token of one credential set, and what the token endpoint last told us.
@@ -460,11 +467,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn clearing_the_mint_pause_keeps_the_token() {
         let key = CredentialKey {
-            base_url: "https://clear-mint-pause.invalid/api".into(),
+            base_url: "https://api.uqpay.com/api".into(),
             client_id: "c".into(),
             api_key: Secret::new("k"),
         };
-        let slot = slot_for(key.clone());
+        let slots = TokenSlots::default();
+        let slot = slots.slot_for(key.clone());
         mint_into(&slot, "one", HALF_HOUR).await;
         // Due for refresh, the refresh rate-limited: the token is still valid and kept.
         tokio::time::advance(HALF_HOUR - Duration::from_secs(30)).await;
@@ -474,18 +482,20 @@ mod tests {
         let kept = guard.store(Err(limited), Instant::now(), "t").unwrap();
         assert!(guard.check_mint_allowed(Instant::now()).is_err());
         // Cleared while a poll holds the slot, as a reload may.
-        clear_mint_pause(&key);
+        slots.clear_mint_pause(&key);
         assert!(guard.check_mint_allowed(Instant::now()).is_ok());
         assert_eq!(kept.value().expose(), "one");
         assert_eq!(guard.state.token.as_ref().map(|t| t.generation), Some(1));
         // A key no account uses is no slot; clearing it creates none.
         let unused = CredentialKey {
             api_key: Secret::new("unused"),
-            ..key
+            ..key.clone()
         };
-        clear_mint_pause(&unused);
-        let slots = SLOTS.lock().unwrap();
-        assert!(!slots.contains_key(&unused));
+        slots.clear_mint_pause(&unused);
+        assert!(!slots.slots().contains_key(&unused));
+        // Another scheduler's slots know nothing of this token.
+        let elsewhere = TokenSlots::default().slot_for(key);
+        assert!(!Arc::ptr_eq(&slot, &elsewhere));
     }
 
     #[tokio::test(start_paused = true)]
@@ -554,9 +564,10 @@ mod tests {
             client_id: client.into(),
             api_key: Secret::new(api_key),
         };
-        let a = slot_for(key("c", "k"));
-        let b = slot_for(key("c", "k"));
-        let other = slot_for(key("c", "k2"));
+        let slots = TokenSlots::default();
+        let a = slots.slot_for(key("c", "k"));
+        let b = slots.slot_for(key("c", "k"));
+        let other = slots.slot_for(key("c", "k2"));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &other));
     }

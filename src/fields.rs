@@ -1,5 +1,8 @@
 //! Reading one YAML/TOML mapping key by key, collecting every problem with its path.
 //!
+//! A leaf of the crate: `config` reads its own sections with it and each provider reads its
+//! keys with it, so providers need nothing from `config`.
+//!
 //! serde stops at the first error; `--config.check` must print all of them. So each section is
 //! taken apart here: every key is deserialized on its own, problems are recorded as
 //! `accounts[2].dev_key: ...`, and whatever key nobody asked for is reported as unknown.
@@ -260,7 +263,7 @@ impl<'p> Fields<'p> {
         for (i, given) in list.iter().enumerate() {
             let at = format!("{key}[{i}]");
             let code = given.trim().to_ascii_uppercase();
-            if !crate::config::is_currency_code(&code) {
+            if !is_currency_code(&code) {
                 self.error(&at, format!("{given:?} is not a currency code like USD"));
             } else if out.contains(&code) {
                 self.error(&at, format!("{code} is listed twice"));
@@ -521,4 +524,9 @@ fn describe(value: &Value) -> &'static str {
         Value::Dict(..) => "a mapping",
         Value::Array(..) => "a list",
     }
+}
+
+/// Three ASCII letters, as ISO 4217 codes are.
+pub fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase())
 }
