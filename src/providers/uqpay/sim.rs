@@ -132,6 +132,10 @@ pub enum BodyFault {
     /// List mode: a page one entry longer than the `page_size` asked for (counted as
     /// `page_too_long`). A single-currency request gets its normal answer.
     PageTooLong,
+    /// A hostile or buggy gateway: `401` whose `code` is the `x-auth-token` value as the
+    /// request carries it and whose `message` echoes it, the client id and its api key.
+    /// Counted as `redacted`, no credential anywhere.
+    EchoCredentials,
 }
 
 /// The provider revoking a client's active token (an operator did, or a security system).
@@ -465,6 +469,22 @@ impl UqPaySim {
             .and_then(|c| c.body_faults.take());
         let response = match body_fault {
             Some(BodyFault::NoBalance) => SimResponse::json(200, "{}"),
+            Some(BodyFault::EchoCredentials) => {
+                let token = request.header("x-auth-token").unwrap_or_default();
+                let api_key = lock(&self.state)
+                    .clients
+                    .get(&client_id)
+                    .map(|c| c.api_key.clone())
+                    .unwrap_or_default();
+                let body = serde_json::json!({
+                    "type": "unauthorized_error",
+                    "code": token,
+                    "message": format!(
+                        "x-auth-token {token} of client {client_id} (api key {api_key}) refused"
+                    ),
+                });
+                SimResponse::json(401, body.to_string())
+            }
             Some(BodyFault::ManyCurrencies(n)) if request.path == LIST_PATH => {
                 let made_up: Vec<SimBalance> = (0..n).map(made_up_balance).collect();
                 list_page(request, &made_up, PAGE_SIZE)
