@@ -379,3 +379,17 @@ fn an_error_under_http_200_counts_as_under_its_status() {
         }
     }
 }
+
+#[test]
+fn hostile_header_values_never_panic_the_parsers_nor_stretch_a_wait() {
+    use crate::providers::http::MAX_RETRY_AFTER;
+    crate::providers::fuzz::check_headers(sim_answers(), |response| {
+        read_any(response);
+        if let Err(error) = interpret(response) {
+            assert!(
+                error.retry_after.is_none_or(|w| w <= MAX_RETRY_AFTER),
+                "{error:?}"
+            );
+        }
+    });
+}
