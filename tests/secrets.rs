@@ -132,6 +132,8 @@ const EL_KEY: &str = "el-key-2718";
 const EL_SECRET: &str = "el+Secret/31415";
 const UQ_CLIENT: &str = "uq-client-1";
 const UQ_KEY: &str = "uq+Api/Key-16180";
+const UQ_MINT_CLIENT: &str = "uq-client-2";
+const UQ_MINT_KEY: &str = "uq+Mint/Key-57721";
 const OW_APIKEY: &str = "ow+Api/Key-14142";
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 const PAYBY_KEY_FILE: &str = "payby/merchant_private_key_pkcs1.pem";
@@ -213,6 +215,11 @@ accounts:
     base_url: {uq}
     client_id: {UQ_CLIENT}
     api_key: \"{UQ_KEY}\"
+  - name: uq-mint
+    provider: uqpay
+    base_url: {uq}
+    client_id: {UQ_MINT_CLIENT}
+    api_key: \"{UQ_MINT_KEY}\"
   - name: ow
     provider: onerway
     base_url: {ow}
@@ -279,6 +286,12 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     );
     client.body_faults.always(UqFault::EchoCredentials);
     uq.add_client(UQ_CLIENT, client);
+    let mut minting = SimClient::new(
+        UQ_MINT_KEY,
+        vec![SimBalance::new("USD", Ledger::fixed(Decimal::new(100, 0)))],
+    );
+    minting.token_echoes.always(());
+    uq.add_client(UQ_MINT_CLIENT, minting);
     let uq_server = uq.start().await.unwrap();
 
     let ow = OnerwaySim::new("/test/account/balance", "/test/account/overview");
@@ -321,6 +334,7 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
         d.wait_for_each(&[
             &common::poll_logged("el"),
             &common::poll_logged("uq"),
+            &common::poll_logged("uq-mint"),
             &common::poll_logged("ow"),
             &common::poll_succeeded("pb"),
         ]);
@@ -334,6 +348,8 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     forms.extend(all_forms(None, UQ_KEY));
     forms.extend(all_forms(Some(UQ_CLIENT), UQ_KEY));
     forms.extend(all_forms(None, &token));
+    forms.extend(all_forms(None, UQ_MINT_KEY));
+    forms.extend(all_forms(Some(UQ_MINT_CLIENT), UQ_MINT_KEY));
     forms.extend(all_forms(None, OW_APIKEY));
     forms.extend(payby_key_lines());
 
@@ -345,6 +361,7 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     let errors = "balance_api_errors_total";
     assert!(m.expect(errors, &[("account", "el"), ("code", "2001")]) >= 1.0);
     assert!(m.expect(errors, &[("account", "uq"), ("code", "redacted")]) >= 1.0);
+    assert!(m.expect(errors, &[("account", "uq-mint"), ("code", "redacted")]) >= 1.0);
     assert!(m.expect(errors, &[("account", "ow"), ("code", "redacted")]) >= 1.0);
     assert_eq!(m.expect("balance_up", &[("account", "pb")]), 1.0);
     assert_no_form(&metrics, &forms, "/metrics");

@@ -166,6 +166,9 @@ pub struct SimClient {
     pub revocations: FaultPlan<Revocation>,
     /// Wrong answers under HTTP 200 of balance calls.
     pub body_faults: FaultPlan<BodyFault>,
+    /// Token mints answered with a credential echo: `401` whose `code` is the `x-api-key`
+    /// sent and whose `message` echoes it with the client id. Counted as `redacted`.
+    pub token_echoes: FaultPlan<()>,
     /// `Retry-After` sent with injected `too_many_requests` answers.
     pub retry_after: Option<String>,
     /// The active token and when it expires.
@@ -185,6 +188,7 @@ impl SimClient {
             token_faults: FaultPlan::default(),
             revocations: FaultPlan::default(),
             body_faults: FaultPlan::default(),
+            token_echoes: FaultPlan::default(),
             retry_after: None,
             token: None,
             mints: 0,
@@ -350,6 +354,18 @@ impl UqPaySim {
         }
         if let Some(response) = self.interfere(&client_id, Door::Token).await {
             return response;
+        }
+        let echo = lock(&self.state)
+            .clients
+            .get_mut(&client_id)
+            .and_then(|c| c.token_echoes.take());
+        if echo.is_some() {
+            let body = serde_json::json!({
+                "type": "unauthorized_error",
+                "code": api_key,
+                "message": format!("x-api-key {api_key} of client {client_id} refused"),
+            });
+            return SimResponse::json(401, body.to_string());
         }
         let mut state = lock(&self.state);
         let lifetime = state.token_lifetime;
