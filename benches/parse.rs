@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
 
     let overview = response(&onerway_overview(), HeaderMap::new());
     let read_overview = |r: &Response| {
-        onerway::interpret(r).and_then(|data| onerway::parse_overview(&data, Some("USD")))
+        onerway::interpret(r).and_then(|data| onerway::parse_overview(&data, Some("USD"), 100))
     };
     assert_eq!(
         read_overview(&overview).expect("overview").balances.len(),

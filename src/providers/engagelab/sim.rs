@@ -37,6 +37,10 @@ pub enum BodyFault {
     /// The documented error envelope of `code` (`1000`, `2001`, `2002`...) under HTTP 200.
     /// Counted under `code` with its documented class.
     ErrorUnder200 { code: String },
+    /// A hostile or buggy gateway: `401` code `2001` whose `message` echoes the request's
+    /// `Authorization` header value and the `dev_key:dev_secret` it decodes to. Counted
+    /// under `2001`, the credentials redacted.
+    EchoCredentials,
 }
 
 impl BodyFault {
@@ -154,6 +158,21 @@ fn error_response(code: &str, status: Option<u16>) -> SimResponse {
     )
 }
 
+/// `401 2001` with the credentials of `request` in the message, as it sent them and decoded.
+fn echo_credentials(request: &SimRequest) -> SimResponse {
+    let header = request.header("authorization").unwrap_or_default();
+    let decoded = header
+        .strip_prefix("Basic ")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = format!("invalid credentials: Authorization: {header} ({decoded})");
+    SimResponse::json(
+        401,
+        serde_json::json!({ "code": 2001, "message": message }).to_string(),
+    )
+}
+
 #[async_trait::async_trait]
 impl SimHandler for EngageLabSim {
     async fn handle(&self, request: &SimRequest) -> SimResponse {
@@ -177,6 +196,7 @@ impl SimHandler for EngageLabSim {
         match self.take_body_fault(&dev_key) {
             Some(BodyFault::NoBalance) => return SimResponse::json(200, "{}"),
             Some(BodyFault::ErrorUnder200 { code }) => return error_response(&code, Some(200)),
+            Some(BodyFault::EchoCredentials) => return echo_credentials(request),
             None => {}
         }
         // Read the account after any latency, so a slow answer carries the balance of when

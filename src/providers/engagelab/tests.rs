@@ -264,3 +264,18 @@ fn the_simulator_answers_its_200_faults() {
         assert!(answers[3].1.contains("balance10000"), "{}", answers[3].1);
     });
 }
+
+#[test]
+fn hostile_header_values_never_panic_the_parsers_nor_stretch_a_wait() {
+    use crate::providers::http::MAX_RETRY_AFTER;
+    fuzz::check_headers(sim_answers(), |response| {
+        for result in [parse_sms(response, "USD"), parse_otp(response)] {
+            if let Err(error) = result {
+                assert!(
+                    error.retry_after.is_none_or(|w| w <= MAX_RETRY_AFTER),
+                    "{error:?}"
+                );
+            }
+        }
+    });
+}

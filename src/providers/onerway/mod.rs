@@ -10,6 +10,7 @@
 
 pub mod sim;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
@@ -21,7 +22,7 @@ use super::http::join_url;
 use super::wire::{WireCode, label_text};
 use super::{
     CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
-    SharedState,
+    SharedState, codes,
 };
 use crate::clock::Clock;
 use crate::fields::{Fields, is_currency_code};
@@ -242,7 +243,11 @@ impl Provider for Onerway {
                             )
                         },
                         |response| {
-                            parse_overview(&interpret(response)?, display_currency.as_deref())
+                            parse_overview(
+                                &interpret(response)?,
+                                display_currency.as_deref(),
+                                http.max_currencies(),
+                            )
                         },
                     )
                     .await?;
@@ -406,14 +411,16 @@ pub fn interpret(response: &Response) -> Result<String, ProviderError> {
     }
 }
 
-/// The `data` of an overview answer. Public for `benches/parse.rs`.
+/// The `data` of an overview answer, refused (`too_many_currencies`) as soon as it names more
+/// than `max_currencies` currencies. Public for `benches/parse.rs`.
 pub fn parse_overview(
     data: &str,
     display_currency: Option<&str>,
+    max_currencies: usize,
 ) -> Result<Snapshot, ProviderError> {
     let data: OverviewData = parse_data(data)?;
     let mut snapshot = Snapshot::default();
-    add_overview(&mut snapshot, &data, display_currency)?;
+    add_overview(&mut snapshot, &data, display_currency, max_currencies)?;
     Ok(snapshot)
 }
 
@@ -444,8 +451,10 @@ struct OverviewData<'a> {
     #[serde(borrow)]
     total_amount: Option<&'a RawValue>,
     display_currency: Option<String>,
+    /// Left raw, so that each entry is read only while the account is within
+    /// `max_currencies` (see [`add_overview`]).
     #[serde(borrow)]
-    currency_balances: Option<Vec<CurrencyData<'a>>>,
+    currency_balances: Option<Vec<&'a RawValue>>,
 }
 
 fn amount(what: &str, raw: Option<&RawValue>) -> Result<Option<Decimal>, ProviderError> {
@@ -517,17 +526,36 @@ fn add_asked_currency(
     add_currency(snapshot, data, Some(asked))
 }
 
+/// Adds the overview's currencies one entry at a time: the first entry naming a currency past
+/// `max_currencies` ends the reading (`too_many_currencies`), so that a hostile list costs
+/// no more than the cap in decoded amounts and series.
 fn add_overview(
     snapshot: &mut Snapshot,
     data: &OverviewData<'_>,
     display_currency: Option<&str>,
+    max_currencies: usize,
 ) -> Result<(), ProviderError> {
     let balances = data
         .currency_balances
         .as_ref()
         .ok_or_else(|| ProviderError::no_balance("overview without currencyBalances"))?;
-    for entry in balances {
-        add_currency(snapshot, entry, None)?;
+    let mut seen: HashSet<String> = HashSet::new();
+    for raw in balances {
+        let entry: CurrencyData = parse_data(raw.get())?;
+        if let Some(currency) = currency_code(entry.currency.as_deref())
+            && seen.insert(currency)
+            && seen.len() > max_currencies
+        {
+            return Err(ProviderError::new(
+                codes::TOO_MANY_CURRENCIES,
+                ErrorClass::Decode,
+                format!(
+                    "the overview names more than max_currencies ({max_currencies}) \
+                     currencies; the previous balances stay"
+                ),
+            ));
+        }
+        add_currency(snapshot, &entry, None)?;
     }
     let total = amount("totalAmount", data.total_amount)?;
     let currency = currency_code(data.display_currency.as_deref())

@@ -61,6 +61,9 @@ pub enum AnswerFault {
     EmptyObject,
     /// A balance call answered with the data of this currency, whatever was asked.
     WrongCurrency(String),
+    /// A hostile or buggy gateway: an error under HTTP 200 whose code field is the request's
+    /// `apikey` and whose message echoes it. Counted as `redacted`, the key nowhere.
+    EchoApikey,
 }
 
 /// One simulated Onerway merchant, by apikey.
@@ -312,6 +315,17 @@ impl OnerwaySim {
                     numeric,
                 );
                 SimResponse::json(200, format!(r#"{{"{code}":{value},"{text}":"Success"}}"#))
+            }
+            Some(AnswerFault::EchoApikey) => {
+                let (code, text) = match style {
+                    Envelope::Code200 => ("code", "message"),
+                    Envelope::RespCode20000 => ("respCode", "respMsg"),
+                };
+                let body = serde_json::json!({
+                    code: apikey,
+                    text: format!("apikey {apikey} is not allowed"),
+                });
+                SimResponse::json(200, body.to_string())
             }
             Some(AnswerFault::WrongCurrency(other)) => {
                 let b = account

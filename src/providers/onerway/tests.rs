@@ -200,7 +200,7 @@ fn currency_data_kinds_status_and_overview() {
     )
     .unwrap();
     let mut s = Snapshot::default();
-    add_overview(&mut s, &data, None).unwrap();
+    add_overview(&mut s, &data, None, 100).unwrap();
     let find = |c: &str, k: &str| {
         s.balances
             .iter()
@@ -248,8 +248,8 @@ fn read_any(response: &Response) {
             let _ = add_currency(&mut snapshot, &data, Some("USD"));
         }
         if let Ok(data) = parse_data::<OverviewData>(&data) {
-            let _ = add_overview(&mut snapshot, &data, Some("EUR"));
-            let _ = add_overview(&mut snapshot, &data, None);
+            let _ = add_overview(&mut snapshot, &data, Some("EUR"), 100);
+            let _ = add_overview(&mut snapshot, &data, None, 1);
         }
     }
 }
@@ -353,13 +353,17 @@ fn a_single_currency_answer_must_be_for_the_currency_asked_and_carry_a_balance()
 
 #[test]
 fn an_overview_without_its_list_is_no_balance_and_an_empty_list_is_valid() {
-    let error =
-        parse_overview(r#"{"totalAmount":"1.00","displayCurrency":"USD"}"#, None).unwrap_err();
+    let error = parse_overview(
+        r#"{"totalAmount":"1.00","displayCurrency":"USD"}"#,
+        None,
+        100,
+    )
+    .unwrap_err();
     assert_eq!(
         (error.code.as_str(), error.class),
         ("no_balance", ErrorClass::Decode)
     );
-    let s = parse_overview(r#"{"currencyBalances":[]}"#, None).unwrap();
+    let s = parse_overview(r#"{"currencyBalances":[]}"#, None, 100).unwrap();
     assert!(s.balances.is_empty());
 }
 
@@ -378,4 +382,39 @@ fn an_error_under_http_200_counts_as_under_its_status() {
             );
         }
     }
+}
+
+#[test]
+fn hostile_header_values_never_panic_the_parsers_nor_stretch_a_wait() {
+    use crate::providers::http::MAX_RETRY_AFTER;
+    crate::providers::fuzz::check_headers(sim_answers(), |response| {
+        read_any(response);
+        if let Err(error) = interpret(response) {
+            assert!(
+                error.retry_after.is_none_or(|w| w <= MAX_RETRY_AFTER),
+                "{error:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn an_overview_past_max_currencies_is_refused_before_the_rest_is_read() {
+    let entry = |c: &str| format!(r#"{{"currency":"{c}","availableBalance":"1.00"}}"#);
+    // USD twice is one currency; the entry after the fourth currency is garbage.
+    let entries = ["USD", "EUR", "USD", "GBP", "JPY"].map(entry).join(",");
+    let data = format!(
+        r#"{{"currencyBalances":[{entries},{{"currency":"CHF","availableBalance":"garbage"}}]}}"#
+    );
+    let error = parse_overview(&data, None, 3).unwrap_err();
+    assert_eq!(error.code, "too_many_currencies", "{error:?}");
+    assert_eq!(error.class, ErrorClass::Decode);
+    assert!(error.message.contains("max_currencies (3)"), "{error:?}");
+    // Within the cap the garbage is reached (and refused): the early stop above skipped it.
+    let error = parse_overview(&data, None, 10).unwrap_err();
+    assert_eq!(error.code, "decode", "{error:?}");
+    // Exactly at the cap is fine.
+    let four = format!(r#"{{"currencyBalances":[{entries}]}}"#);
+    let snapshot = parse_overview(&four, None, 4).unwrap();
+    assert_eq!(snapshot.currencies().len(), 4);
 }

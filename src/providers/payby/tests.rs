@@ -537,3 +537,29 @@ fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
         );
     });
 }
+
+#[test]
+fn hostile_header_values_never_panic_the_parsers_nor_stretch_a_wait() {
+    use crate::providers::fuzz;
+    use crate::providers::http::MAX_RETRY_AFTER;
+
+    let (_, payby_public) = payby_key();
+    // `sign` is among the hostile headers: arbitrary signatures reach the verifier.
+    fuzz::check_headers(sim_answers(), |response| {
+        let bounded = |error: &ProviderError| {
+            assert!(
+                error.retry_after.is_none_or(|w| w <= MAX_RETRY_AFTER),
+                "{error:?}"
+            );
+        };
+        if let Err(error) = interpret(response, &payby_public) {
+            bounded(&error);
+        }
+        if let Err(error) = interpret_for(response, &payby_public, "AED") {
+            bounded(&error);
+        }
+        if let Err(error) = read_answer(response) {
+            bounded(&error);
+        }
+    });
+}

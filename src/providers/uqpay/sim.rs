@@ -132,6 +132,10 @@ pub enum BodyFault {
     /// List mode: a page one entry longer than the `page_size` asked for (counted as
     /// `page_too_long`). A single-currency request gets its normal answer.
     PageTooLong,
+    /// A hostile or buggy gateway: `401` whose `code` is the `x-auth-token` value as the
+    /// request carries it and whose `message` echoes it, the client id and its api key.
+    /// Counted as `redacted`, no credential anywhere.
+    EchoCredentials,
 }
 
 /// The provider revoking a client's active token (an operator did, or a security system).
@@ -162,6 +166,9 @@ pub struct SimClient {
     pub revocations: FaultPlan<Revocation>,
     /// Wrong answers under HTTP 200 of balance calls.
     pub body_faults: FaultPlan<BodyFault>,
+    /// Token mints answered with a credential echo: `401` whose `code` is the `x-api-key`
+    /// sent and whose `message` echoes it with the client id. Counted as `redacted`.
+    pub token_echoes: FaultPlan<()>,
     /// `Retry-After` sent with injected `too_many_requests` answers.
     pub retry_after: Option<String>,
     /// The active token and when it expires.
@@ -181,6 +188,7 @@ impl SimClient {
             token_faults: FaultPlan::default(),
             revocations: FaultPlan::default(),
             body_faults: FaultPlan::default(),
+            token_echoes: FaultPlan::default(),
             retry_after: None,
             token: None,
             mints: 0,
@@ -347,6 +355,18 @@ impl UqPaySim {
         if let Some(response) = self.interfere(&client_id, Door::Token).await {
             return response;
         }
+        let echo = lock(&self.state)
+            .clients
+            .get_mut(&client_id)
+            .and_then(|c| c.token_echoes.take());
+        if echo.is_some() {
+            let body = serde_json::json!({
+                "type": "unauthorized_error",
+                "code": api_key,
+                "message": format!("x-api-key {api_key} of client {client_id} refused"),
+            });
+            return SimResponse::json(401, body.to_string());
+        }
         let mut state = lock(&self.state);
         let lifetime = state.token_lifetime;
         let value = new_token(&mut state, &client_id);
@@ -465,6 +485,22 @@ impl UqPaySim {
             .and_then(|c| c.body_faults.take());
         let response = match body_fault {
             Some(BodyFault::NoBalance) => SimResponse::json(200, "{}"),
+            Some(BodyFault::EchoCredentials) => {
+                let token = request.header("x-auth-token").unwrap_or_default();
+                let api_key = lock(&self.state)
+                    .clients
+                    .get(&client_id)
+                    .map(|c| c.api_key.clone())
+                    .unwrap_or_default();
+                let body = serde_json::json!({
+                    "type": "unauthorized_error",
+                    "code": token,
+                    "message": format!(
+                        "x-auth-token {token} of client {client_id} (api key {api_key}) refused"
+                    ),
+                });
+                SimResponse::json(401, body.to_string())
+            }
             Some(BodyFault::ManyCurrencies(n)) if request.path == LIST_PATH => {
                 let made_up: Vec<SimBalance> = (0..n).map(made_up_balance).collect();
                 list_page(request, &made_up, PAGE_SIZE)

@@ -851,3 +851,32 @@ fn the_parsers_never_panic_on_arbitrary_or_mutated_answers() {
         let _ = error_from(&response, &token);
     });
 }
+
+#[test]
+fn hostile_header_values_never_panic_the_parsers_nor_stretch_a_wait() {
+    use crate::providers::fuzz;
+    use crate::providers::http::MAX_RETRY_AFTER;
+
+    let token = Secret::new("token-value");
+    let bounded = |error: &ProviderError| {
+        assert!(
+            error.retry_after.is_none_or(|w| w <= MAX_RETRY_AFTER),
+            "{error:?}"
+        );
+    };
+    // Arbitrary `Date` values meet `expired_at`, arbitrary `Retry-After` values every error.
+    fuzz::check_headers(sim_answers(), |response| {
+        for requested in [SystemTime::now(), SystemTime::UNIX_EPOCH] {
+            if let Err(error) = parse_token(response, requested) {
+                bounded(&error);
+            }
+        }
+        if let Err(error) = parse_page(response) {
+            bounded(&error);
+        }
+        if let Err(error) = parse_single(response, "SGD") {
+            bounded(&error);
+        }
+        bounded(&error_from(response, &token));
+    });
+}
