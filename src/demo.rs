@@ -4,9 +4,28 @@
 
 use std::path::Path;
 
+use futures_util::future::BoxFuture;
+
 use crate::config::{self, Config, Format};
-use crate::providers::PROVIDERS;
-use crate::sim::SimServer;
+use crate::sim::{DemoPart, SimServer};
+
+/// One provider's part of the demo: its name and how to start its simulators.
+struct Simulator {
+    name: &'static str,
+    start: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
+}
+
+/// The table of simulators, from the providers' one list (`providers::with_providers!`): every
+/// provider module has `sim::demo()`.
+macro_rules! simulators {
+    ($($module:ident => $variant:ident),+ $(,)?) => {
+        const SIMULATORS: &[Simulator] = &[$(Simulator {
+            name: crate::providers::$module::NAME,
+            start: || Box::pin(crate::providers::$module::sim::demo()),
+        }),+];
+    };
+}
+crate::providers::with_providers!(simulators);
 
 /// Polls often, so that something visibly happens within minutes.
 const DEMO_GLOBAL: &str = "global:
@@ -24,10 +43,10 @@ pub struct Demo {
 pub async fn start() -> Result<Demo, String> {
     let mut yaml = DEMO_GLOBAL.to_owned();
     let mut servers = Vec::new();
-    for provider in PROVIDERS {
-        let part = (provider.demo)()
+    for simulator in SIMULATORS {
+        let part = (simulator.start)()
             .await
-            .map_err(|e| format!("cannot start the {} simulator: {e}", provider.name))?;
+            .map_err(|e| format!("cannot start the {} simulator: {e}", simulator.name))?;
         yaml.push_str(&part.accounts_yaml);
         servers.extend(part.servers);
     }

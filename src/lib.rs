@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod logging;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod serve;
 pub mod server;
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod snapshot;
 pub mod status_page;
