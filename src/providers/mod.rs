@@ -5,8 +5,7 @@
 //! sees only [`Provider::fetch`], [`ProviderSettings`] and [`ProviderError`]. Adding a provider
 //! means its folder and one line in `with_providers!` (CONTRIBUTING.md has the steps).
 
-// The property tests take their seeds from the simulators.
-#[cfg(all(test, feature = "demo"))]
+#[cfg(test)]
 pub(crate) mod fuzz;
 pub mod http;
 pub mod wire;
