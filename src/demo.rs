@@ -57,3 +57,24 @@ pub async fn start() -> Result<Demo, String> {
         _servers: servers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::providers::PROVIDERS;
+
+    /// Every registered provider shows in the demo, under the name it is registered with.
+    #[tokio::test]
+    async fn the_demo_polls_every_registered_provider() {
+        let demo = super::start().await.unwrap();
+        let in_demo: BTreeSet<&str> = demo
+            .config
+            .accounts
+            .iter()
+            .map(|account| account.provider.settings().provider())
+            .collect();
+        let registered: BTreeSet<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+        assert_eq!(in_demo, registered);
+    }
+}

@@ -77,6 +77,8 @@ pub enum CurrencyScope {
 /// and `--demo`'s table of simulators in `demo.rs`.
 ///
 /// Calls the macro `$then!` with the list, so that each table is generated where it belongs.
+/// (`cargo fmt` does not follow modules declared inside a macro: `.ci/run` runs `rustfmt` on
+/// `src/providers/*/mod.rs`.)
 macro_rules! with_providers {
     ($then:ident) => {
         $then! {
@@ -91,7 +93,7 @@ macro_rules! with_providers {
 #[cfg(feature = "demo")]
 pub(crate) use with_providers;
 
-/// The registry from [`with_providers!`]'s list.
+/// The registry, from `with_providers!`'s list.
 macro_rules! registry {
     ($($module:ident => $variant:ident),+ $(,)?) => {
         $(pub mod $module;)+
@@ -340,6 +342,25 @@ impl ProviderError {
 #[cfg(test)]
 mod tests {
     use super::codes::is_exporter_code;
+
+    /// A copied module that kept the name it was copied from would read the other's accounts.
+    #[test]
+    fn provider_names_are_unique_and_fit_for_a_label() {
+        let mut names: Vec<&str> = super::PROVIDERS.iter().map(|p| p.name).collect();
+        for name in &names {
+            assert!(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name:?}"
+            );
+        }
+        let registered = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), registered, "{names:?}");
+    }
 
     #[test]
     fn exporter_codes_are_a_bounded_set() {
