@@ -195,6 +195,17 @@ async fn once(config: &Config) -> ExitCode {
     }
 }
 
+/// The flag stays in a build without the simulators, so that every build takes the same flags.
+#[cfg(not(feature = "demo"))]
+async fn demo(_: &Args, _: WebConfig) -> ExitCode {
+    eprintln!(
+        "--demo: this build has no demo: it was built without the `demo` feature \
+         (cargo build --no-default-features); build with the default features to run it"
+    );
+    ExitCode::FAILURE
+}
+
+#[cfg(feature = "demo")]
 async fn demo(args: &Args, web_config: WebConfig) -> ExitCode {
     let demo = match crate::demo::start().await {
         Ok(demo) => demo,

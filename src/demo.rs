@@ -4,9 +4,28 @@
 
 use std::path::Path;
 
+use futures_util::future::BoxFuture;
+
 use crate::config::{self, Config, Format};
-use crate::providers::PROVIDERS;
-use crate::sim::SimServer;
+use crate::sim::{DemoPart, SimServer};
+
+/// One provider's part of the demo: its name and how to start its simulators.
+struct Simulator {
+    name: &'static str,
+    start: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
+}
+
+/// The table of simulators, from the providers' one list (`providers::with_providers!`): every
+/// provider module has `sim::demo()`.
+macro_rules! simulators {
+    ($($module:ident => $variant:ident),+ $(,)?) => {
+        const SIMULATORS: &[Simulator] = &[$(Simulator {
+            name: crate::providers::$module::NAME,
+            start: || Box::pin(crate::providers::$module::sim::demo()),
+        }),+];
+    };
+}
+crate::providers::with_providers!(simulators);
 
 /// Polls often, so that something visibly happens within minutes.
 const DEMO_GLOBAL: &str = "global:
@@ -24,10 +43,10 @@ pub struct Demo {
 pub async fn start() -> Result<Demo, String> {
     let mut yaml = DEMO_GLOBAL.to_owned();
     let mut servers = Vec::new();
-    for provider in PROVIDERS {
-        let part = (provider.demo)()
+    for simulator in SIMULATORS {
+        let part = (simulator.start)()
             .await
-            .map_err(|e| format!("cannot start the {} simulator: {e}", provider.name))?;
+            .map_err(|e| format!("cannot start the {} simulator: {e}", simulator.name))?;
         yaml.push_str(&part.accounts_yaml);
         servers.extend(part.servers);
     }
@@ -37,4 +56,25 @@ pub async fn start() -> Result<Demo, String> {
         config,
         _servers: servers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::providers::PROVIDERS;
+
+    /// Every registered provider shows in the demo, under the name it is registered with.
+    #[tokio::test]
+    async fn the_demo_polls_every_registered_provider() {
+        let demo = super::start().await.unwrap();
+        let in_demo: BTreeSet<&str> = demo
+            .config
+            .accounts
+            .iter()
+            .map(|account| account.provider.settings().provider())
+            .collect();
+        let registered: BTreeSet<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+        assert_eq!(in_demo, registered);
+    }
 }

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod fields;
@@ -24,6 +25,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod serve;
 pub mod server;
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod snapshot;
 pub mod status_page;

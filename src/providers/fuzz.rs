@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::Response;
+#[cfg(feature = "demo")]
 use crate::sim::{SimRequest, SimResponse};
 
 /// Numbers that break naive parsing: out of range, negative, exponents, not numbers at all.
@@ -166,6 +167,7 @@ pub fn statuses() -> impl Strategy<Value = u16> {
 
 /// Runs `parse` on `(status, body)` pairs made from `seeds`; a panic fails with the smallest
 /// input found.
+#[cfg(feature = "demo")] // for the providers' tests, which need the simulators
 pub fn check(seeds: Vec<Vec<u8>>, parse: impl Fn(u16, &[u8])) {
     let mut runner = TestRunner::new(Config::default());
     let result = runner.run(&(statuses(), bodies(seeds)), |(status, body)| {
@@ -178,6 +180,7 @@ pub fn check(seeds: Vec<Vec<u8>>, parse: impl Fn(u16, &[u8])) {
 }
 
 /// A response as `Http::call` hands it to a provider.
+#[cfg(feature = "demo")] // for the providers' tests, which need the simulators
 pub fn response(status: u16, body: &[u8], headers: &[(&str, &str)]) -> Response {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
@@ -197,6 +200,7 @@ pub fn response(status: u16, body: &[u8], headers: &[(&str, &str)]) -> Response 
 }
 
 /// A request as a simulator receives it.
+#[cfg(feature = "demo")]
 pub fn sim_request(
     method: &str,
     path: &str,
@@ -221,6 +225,7 @@ pub fn sim_request(
 }
 
 /// Runs a simulator's handler outside any server.
+#[cfg(feature = "demo")]
 pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -230,6 +235,7 @@ pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
 }
 
 /// The body of a simulator's answer, checked to be a real one (not a fallback).
+#[cfg(feature = "demo")]
 pub fn answer_body(response: SimResponse, expected_status: u16) -> Vec<u8> {
     assert_eq!(
         response.status,

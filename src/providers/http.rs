@@ -788,6 +788,7 @@ mod tests {
 
     /// A 429 whose `Retry-After` overflows `Instant + Duration` ends the call with the rate
     /// limit (clamped), without a panic and without another attempt.
+    #[cfg(feature = "demo")]
     #[tokio::test]
     async fn a_call_survives_a_retry_after_past_the_clock() {
         use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};

@@ -3,26 +3,19 @@
 //! A provider module owns everything about its API: its config keys, auth, signing, envelopes,
 //! error-code mapping, and its simulator counterpart (`<name>/sim.rs`). The rest of the crate
 //! sees only [`Provider::fetch`], [`ProviderSettings`] and [`ProviderError`]. Adding a provider
-//! means a module here and a line in [`PROVIDERS`].
+//! means its folder and one line in `with_providers!` (CONTRIBUTING.md has the steps).
 
-pub mod engagelab;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod http;
-pub mod onerway;
-pub mod payby;
 pub mod state;
-pub mod uqpay;
 pub mod wire;
 
 use std::fmt;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-
 use crate::fields::Fields;
 use crate::secret::Secret;
-use crate::sim::DemoPart;
 use crate::snapshot::Snapshot;
 
 pub use crate::error::{ErrorClass, ProviderError, codes};
@@ -78,44 +71,63 @@ pub enum CurrencyScope {
     Discovered,
 }
 
-/// One entry per provider: its name in the config, how its keys are read, and its part of
-/// `--demo`.
+/// Every provider, each on one line: `module => Variant`. The module (`providers/<module>/`)
+/// exports `NAME` (its `provider` value in the config and its `provider` label) and `Config`
+/// (read by `Config::read`, described by [`ProviderSettings`]); `Variant` is its
+/// [`ProviderConfig`] variant. This is the one place a provider is registered: the module
+/// declaration, [`PROVIDERS`], [`ProviderConfig`] and its dispatch are generated from it here,
+/// and `--demo`'s table of simulators in `demo.rs`.
+///
+/// Calls the macro `$then!` with the list, so that each table is generated where it belongs.
+/// (`cargo fmt` does not follow modules declared inside a macro: `.ci/run` runs `rustfmt` on
+/// `src/providers/*/mod.rs`.)
+macro_rules! with_providers {
+    ($then:ident) => {
+        $then! {
+            engagelab => EngageLab,
+            payby => PayBy,
+            onerway => Onerway,
+            uqpay => UqPay,
+        }
+    };
+}
+// For `--demo`'s table of simulators (demo.rs).
+#[cfg(feature = "demo")]
+pub(crate) use with_providers;
+
+/// The registry, from `with_providers!`'s list.
+macro_rules! registry {
+    ($($module:ident => $variant:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// One entry per provider, in registration order: its name in the config and how its
+        /// keys are read.
+        pub const PROVIDERS: &[ProviderEntry] = &[$(ProviderEntry {
+            name: $module::NAME,
+            read: |fields| $module::Config::read(fields).map(ProviderConfig::$variant),
+        }),+];
+
+        /// An account's provider-specific configuration.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ProviderConfig {
+            $($variant($module::Config),)+
+        }
+
+        impl ProviderConfig {
+            pub fn settings(&self) -> &dyn ProviderSettings {
+                match self {
+                    $(ProviderConfig::$variant(c) => c,)+
+                }
+            }
+        }
+    };
+}
+with_providers!(registry);
+
+/// A provider as the config loader sees it.
 pub struct ProviderEntry {
     pub name: &'static str,
     pub read: fn(&mut Fields<'_>) -> Option<ProviderConfig>,
-    pub demo: fn() -> BoxFuture<'static, std::io::Result<DemoPart>>,
-}
-
-pub const PROVIDERS: &[ProviderEntry] = &[
-    ProviderEntry {
-        name: "engagelab",
-        read: |fields| engagelab::Config::read(fields).map(ProviderConfig::EngageLab),
-        demo: || Box::pin(engagelab::sim::demo()),
-    },
-    ProviderEntry {
-        name: "payby",
-        read: |fields| payby::Config::read(fields).map(ProviderConfig::PayBy),
-        demo: || Box::pin(payby::sim::demo()),
-    },
-    ProviderEntry {
-        name: "onerway",
-        read: |fields| onerway::Config::read(fields).map(ProviderConfig::Onerway),
-        demo: || Box::pin(onerway::sim::demo()),
-    },
-    ProviderEntry {
-        name: "uqpay",
-        read: |fields| uqpay::Config::read(fields).map(ProviderConfig::UqPay),
-        demo: || Box::pin(uqpay::sim::demo()),
-    },
-];
-
-/// An account's provider-specific configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProviderConfig {
-    EngageLab(engagelab::Config),
-    PayBy(payby::Config),
-    Onerway(onerway::Config),
-    UqPay(uqpay::Config),
 }
 
 impl ProviderConfig {
@@ -131,13 +143,26 @@ impl ProviderConfig {
         );
         None
     }
+}
 
-    pub fn settings(&self) -> &dyn ProviderSettings {
-        match self {
-            ProviderConfig::EngageLab(c) => c,
-            ProviderConfig::PayBy(c) => c,
-            ProviderConfig::Onerway(c) => c,
-            ProviderConfig::UqPay(c) => c,
+#[cfg(test)]
+mod tests {
+    /// A copied module that kept the name it was copied from would read the other's accounts.
+    #[test]
+    fn provider_names_are_unique_and_fit_for_a_label() {
+        let mut names: Vec<&str> = super::PROVIDERS.iter().map(|p| p.name).collect();
+        for name in &names {
+            assert!(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name:?}"
+            );
         }
+        let registered = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), registered, "{names:?}");
     }
 }

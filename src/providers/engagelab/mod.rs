@@ -7,6 +7,7 @@
 //! status decides the class. The same envelope under a 2xx is the same error (see
 //! [`check_status`]), and a 2xx without any balance field is `no_balance`: never a success.
 
+#[cfg(feature = "demo")]
 pub mod sim;
 
 use std::sync::Arc;
@@ -24,6 +25,9 @@ use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
+
+/// The `provider` value in the config and the `provider` label.
+pub const NAME: &str = "engagelab";
 
 pub const SMS_BASE_URL: &str = "https://smsapi.engagelab.com";
 pub const OTP_BASE_URL: &str = "https://otp.api.engagelab.cc";
@@ -99,7 +103,7 @@ impl Config {
 
 impl ProviderSettings for Config {
     fn provider(&self) -> &'static str {
-        "engagelab"
+        NAME
     }
 
     fn kinds(&self) -> &'static [&'static str] {
@@ -307,5 +311,6 @@ fn amount(kind: &str, raw: Option<&RawValue>) -> Result<Option<Decimal>, Provide
     parse_amount(raw).map_err(|e| ProviderError::decode(format!("{kind} balance: {e}")))
 }
 
-#[cfg(test)]
+// Against the simulator, which the lean build (no `demo` feature) lacks.
+#[cfg(all(test, feature = "demo"))]
 mod tests;

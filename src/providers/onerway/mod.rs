@@ -8,6 +8,7 @@
 //! no defaults. Two success envelopes exist (`code "200"` and `respCode "20000"`), with codes
 //! as strings or numbers.
 
+#[cfg(feature = "demo")]
 pub mod sim;
 
 use std::collections::HashSet;
@@ -29,6 +30,9 @@ use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::{AccountStatus, Overview, Snapshot};
+
+/// The `provider` value in the config and the `provider` label.
+pub const NAME: &str = "onerway";
 
 const KINDS: &[&str] = &["available", "withdrawable", "on_hold", "deposit", "total"];
 
@@ -162,7 +166,7 @@ fn missing_path(fields: &mut Fields<'_>, key: &str, because: &str) {
 
 impl ProviderSettings for Config {
     fn provider(&self) -> &'static str {
-        "onerway"
+        NAME
     }
 
     fn kinds(&self) -> &'static [&'static str] {
@@ -570,5 +574,6 @@ fn add_overview(
     Ok(())
 }
 
-#[cfg(test)]
+// Against the simulator, which the lean build (no `demo` feature) lacks.
+#[cfg(all(test, feature = "demo"))]
 mod tests;

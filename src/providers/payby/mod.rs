@@ -9,6 +9,7 @@
 //! the number 400.
 
 pub mod keys;
+#[cfg(feature = "demo")]
 pub mod sim;
 
 use std::sync::Arc;
@@ -29,6 +30,9 @@ use crate::fields::{Fields, LoadedSecret, is_currency_code};
 use crate::money::parse_amount;
 use crate::snapshot::Snapshot;
 pub use keys::{SigningKey, VerifyingKey};
+
+/// The `provider` value in the config and the `provider` label.
+pub const NAME: &str = "payby";
 
 pub const PRODUCTION_BASE_URL: &str = "https://api.payby.com";
 pub const UAT_BASE_URL: &str = "https://uat.test2pay.com";
@@ -187,7 +191,7 @@ fn load_key<K>(
 
 impl ProviderSettings for Config {
     fn provider(&self) -> &'static str {
-        "payby"
+        NAME
     }
 
     fn kinds(&self) -> &'static [&'static str] {
@@ -571,5 +575,6 @@ fn read_answer(response: &Response) -> Result<Vec<(String, Option<Decimal>)>, Pr
     Ok(out)
 }
 
-#[cfg(test)]
+// Against the simulator, which the lean build (no `demo` feature) lacks.
+#[cfg(all(test, feature = "demo"))]
 mod tests;

@@ -14,10 +14,12 @@
 //! retry gets a new one): the reference marks it required, and a reused key would replay a
 //! stale balance for a day. The token mint states its empty body (`Content-Length: 0`).
 
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod token;
 
-#[cfg(test)]
+// Against the simulator, which the lean build (no `demo` feature) lacks.
+#[cfg(all(test, feature = "demo"))]
 mod tests;
 
 use std::sync::Arc;
@@ -44,6 +46,9 @@ use crate::fields::{Fields, is_currency_code};
 use crate::money::parse_amount;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
+
+/// The `provider` value in the config and the `provider` label.
+pub const NAME: &str = "uqpay";
 
 pub const PRODUCTION_BASE_URL: &str = "https://api.uqpay.com/api";
 pub const SANDBOX_BASE_URL: &str = "https://api-sandbox.uqpaytech.com/api";
@@ -156,7 +161,7 @@ fn header_safe(value: &str) -> bool {
 
 impl ProviderSettings for Config {
     fn provider(&self) -> &'static str {
-        "uqpay"
+        NAME
     }
 
     fn kinds(&self) -> &'static [&'static str] {
