@@ -709,7 +709,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_poller_that_keeps_panicking_restarts_ever_more_slowly() {
-        let mut h = harness(&[("broken", vec![Step::Panic])]);
+        // Twelve panics, then a poll held open: the count is read while nothing can panic.
+        let mut script = vec![Step::Panic; 12];
+        script.push(Step::Gated);
+        let mut h = harness(&[("broken", script)]);
         h.scheduler
             .apply(&config("5s", &[("broken", "1m")]))
             .unwrap();
