@@ -53,7 +53,7 @@ fn polled_state() -> std::sync::Arc<Metrics> {
 
 fn bench(c: &mut Criterion) {
     let metrics = polled_state();
-    metrics.publish();
+    metrics.render_now();
     let body = metrics.bodies();
     assert!(body.plain.len() > 1_000_000, "{} bytes", body.plain.len());
     eprintln!(
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("render 1,000 accounts x 3 currencies x 6 kinds");
     group.sample_size(20);
     group.bench_function("state -> plain + gzip body", |b| {
-        b.iter(|| metrics.publish())
+        b.iter(|| metrics.render_now())
     });
     group.bench_function("gzip only", |b| b.iter(|| gzip(black_box(&body.plain))));
     group.finish();

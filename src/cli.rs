@@ -295,11 +295,11 @@ async fn run(
         );
     }
     let handler = web_config.wrap(server::handler(web));
-    crate::serve::accept_loop_limited(
+    crate::listener::accept_loop_limited(
         listener,
         web_config.tls.clone(),
         handler,
-        crate::serve::Limits::exporter(max_connections),
+        crate::listener::Limits::exporter(max_connections),
         shutdown,
     )
     .await;

@@ -17,18 +17,19 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fields;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod money;
 pub mod providers;
 pub mod scheduler;
 pub mod secret;
-pub mod serve;
 pub mod server;
 #[cfg(feature = "demo")]
 pub mod sim;
 pub mod snapshot;
 pub mod status_page;
+pub mod sync;
 pub mod transport;
 pub mod web_config;
 

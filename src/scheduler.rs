@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::{AccountConfig, Config};
 use crate::metrics::{AccountTelemetry, Metrics};
 use crate::providers::http::{HttpSettings, later, pause_cap};
-use crate::providers::{ErrorClass, Http, HttpClient, Provider, ProviderError, SharedState};
+use crate::providers::{ErrorClass, HttpClient, PollContext, Provider, ProviderError, SharedState};
 use crate::secret::redact;
 
 /// The first polls start within this much of each other, not all in the same instant.
@@ -115,7 +115,7 @@ impl Scheduler {
 
     fn running(&self) -> MutexGuard<'_, Running> {
         // Only handles and configs: still consistent after a panic elsewhere.
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.running)
     }
 
     /// Makes the pollers match `config`. An account whose config is unchanged keeps its task
@@ -404,7 +404,7 @@ impl AccountPoller {
         let provider = self.telemetry.provider();
         let started = Instant::now();
         let deadline = later(started, self.config.poll_interval);
-        let http = Http::new(
+        let http = PollContext::new(
             &self.client,
             self.telemetry.as_ref(),
             &self.config.secrets,
@@ -542,7 +542,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Provider for Scripted {
-        async fn fetch(&self, _: &Http<'_>) -> Result<crate::snapshot::Snapshot, ProviderError> {
+        async fn fetch(
+            &self,
+            _: &PollContext<'_>,
+        ) -> Result<crate::snapshot::Snapshot, ProviderError> {
             let index = self.next.fetch_add(1, Ordering::Relaxed);
             let _ = self.fetched.send((self.account.clone(), index));
             let step = self.steps[index.min(self.steps.len() - 1)];

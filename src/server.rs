@@ -9,8 +9,8 @@ use hyper::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderMap, HeaderValue, V
 use hyper::{Method, Request, Response};
 use tokio::net::TcpListener;
 
+use crate::listener::{Body, Handler, response};
 use crate::scheduler::Scheduler;
-use crate::serve::{Body, Handler, response};
 use crate::status_page;
 
 pub const DEFAULT_PORT: u16 = 9863;

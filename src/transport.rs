@@ -1,5 +1,5 @@
 //! How a request reaches a provider: one small trait every provider's requests go through
-//! (`providers::Http` sends with it). In the exporter it is the shared reqwest client;
+//! (`providers::PollContext` sends with it). In the exporter it is the shared reqwest client;
 //! in tests it can be a simulator's handler called in-process (`sim::in_process`), so that
 //! any provider runs under paused time. A leaf of the crate, below both the providers and the
 //! simulators.

@@ -23,7 +23,7 @@ use rustls::{
 use tokio::sync::Semaphore;
 
 use crate::config::{self, ConfigError, ConfigErrors, Fields, Format, Problems};
-use crate::serve::{Handler, response};
+use crate::listener::{Handler, response};
 
 /// Headers that may be configured, with the values allowed (any value when empty): the same
 /// fixed set of security headers as the exporter-toolkit, so files stay interchangeable.
@@ -525,18 +525,12 @@ impl BasicAuth {
         .await
         .unwrap_or(false);
         let passed = matches && known.is_some();
-        self.verdicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, passed);
+        crate::sync::lock(&self.verdicts).insert(key, passed);
         Verdict::from(passed)
     }
 
     fn cached(&self, key: &VerdictKey) -> Option<bool> {
-        self.verdicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
+        crate::sync::lock(&self.verdicts).get(key)
     }
 }
 

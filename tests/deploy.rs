@@ -454,7 +454,7 @@ fn systemd_example_config_passes_config_check_with_the_units_credentials() {
 
 #[test]
 fn systemd_analyze_verifies_the_unit() {
-    let Some(systemd_analyze) = tool("systemd-analyze") else {
+    let Some(systemd_analyze) = tool("systemd-analyze", "systemd") else {
         return;
     };
     // verify checks that ExecStart's binary exists: point it at the one cargo built.
@@ -659,7 +659,7 @@ fn compose_alertmanager_routes_like_the_example() {
 
 #[test]
 fn compose_prometheus_and_alertmanager_configs_pass_their_tools() {
-    let Some(promtool) = tool("promtool") else {
+    let Some(promtool) = tool("promtool", "prometheus") else {
         return;
     };
     // The rule file sits beside the config in the container, as here.
@@ -672,7 +672,7 @@ fn compose_prometheus_and_alertmanager_configs_pass_their_tools() {
         &scratch.0,
     );
     assert!(out.status.success(), "{}", describe(&out));
-    let Some(amtool) = tool("amtool") else {
+    let Some(amtool) = tool("amtool", "prometheus-alertmanager") else {
         return;
     };
     let out = run_in(
@@ -685,7 +685,7 @@ fn compose_prometheus_and_alertmanager_configs_pass_their_tools() {
 
 #[test]
 fn docker_compose_config_accepts_the_compose_file() {
-    let Some(compose) = tool("docker-compose") else {
+    let Some(compose) = tool("docker-compose", "docker-compose") else {
         return;
     };
     // Validates the file against the compose schema and resolves every path; no engine needed.

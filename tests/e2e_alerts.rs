@@ -25,8 +25,8 @@ use std::process::Command;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use balance_exporter::listener::{self, Handler};
 use balance_exporter::providers::PROVIDERS;
-use balance_exporter::serve::{self, Handler};
 use common::{Daemon, Process, TempDir, logfmt_field};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -61,8 +61,8 @@ const JOB: &str = "balance_exporter";
 #[ignore = "end to end, about 5.5 min: needs prometheus and prometheus-alertmanager; run by .ci/run (cargo test -- --include-ignored)"]
 fn demo_alerts_reach_alertmanager_and_dashboards_show_data() {
     let (Some(prometheus), Some(alertmanager)) = (
-        common::tool("prometheus"),
-        common::tool("prometheus-alertmanager"),
+        common::tool("prometheus", "prometheus"),
+        common::tool("prometheus-alertmanager", "prometheus-alertmanager"),
     ) else {
         return;
     };
@@ -464,14 +464,14 @@ fn start_webhook(runtime: &Runtime) -> (SocketAddr, mpsc::Receiver<Delivery>) {
                 Err(e) => Err(e.to_string()),
             };
             let _ = tx.send(Delivery { path, payload });
-            serve::response(200, "text/plain", "ok")
+            listener::response(200, "text/plain", "ok")
         })
     });
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind the webhook");
     let addr = listener.local_addr().expect("webhook address");
-    runtime.spawn(serve::accept_loop(
+    runtime.spawn(listener::accept_loop(
         listener,
         handler,
         std::future::pending(),

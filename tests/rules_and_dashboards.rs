@@ -10,7 +10,6 @@
 //! A missing tool skips its test with a message, unless `BALANCE_EXPORTER_CI=1`: then it fails.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
@@ -19,7 +18,7 @@ use serde_json::{Value, json};
 
 mod common;
 mod dashboards;
-use common::{describe, run_in as run};
+use common::{describe, run_in as run, tool};
 use dashboards::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -83,27 +82,6 @@ const FILTER_VARIABLES: [&str; 5] = ["job", "instance", "provider", "account", "
 
 // ---------------------------------------------------------------------------------------------
 // Files and tools.
-
-fn ci() -> bool {
-    std::env::var("BALANCE_EXPORTER_CI").is_ok_and(|v| v == "1")
-}
-
-/// Looks a program up on PATH. `None` means "skip this test" (after saying so); in CI a
-/// missing tool fails the test instead, so that CI never skips.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let msg = format!("`{name}` not found on PATH (install {package})");
-        assert!(!ci(), "{msg}; BALANCE_EXPORTER_CI=1 forbids skipping");
-        // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
-    }
-    found
-}
 
 /// A scratch directory for one test, removed when dropped.
 struct Scratch(PathBuf);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance_exporter::serve::{self, Handler, Limits};
+use balance_exporter::listener::{self, Handler, Limits};
 use common::{Daemon, PATIENCE, Process, logfmt_field};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -201,8 +201,8 @@ async fn server() -> (SocketAddr, Limits) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handler: Handler =
-        Arc::new(|_| Box::pin(async { serve::response(200, "text/plain", "ok") }));
-    tokio::spawn(serve::accept_loop_limited(
+        Arc::new(|_| Box::pin(async { listener::response(200, "text/plain", "ok") }));
+    tokio::spawn(listener::accept_loop_limited(
         listener,
         None,
         handler,

@@ -171,7 +171,7 @@ impl Metrics {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Poisoning would need a panic while updating plain data; the data is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Makes the state match a (new) configuration: accounts that left are removed with all
@@ -182,7 +182,7 @@ impl Metrics {
         accounts: &[AccountConfig],
         stale_after: Duration,
     ) -> Vec<Arc<AccountTelemetry>> {
-        let mut handles = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = crate::sync::lock(&self.accounts);
         let mut state = self.state();
         state.stale_after = stale_after;
         let keep = |name: &str, provider: &str| {
@@ -226,7 +226,7 @@ impl Metrics {
         self.changed.send_modify(|g| *g += 1);
         drop(state);
         drop(handles);
-        self.publish();
+        self.render_now();
         out
     }
 
@@ -327,7 +327,7 @@ impl Metrics {
             let this = self.clone();
             // A render of thousands of accounts takes milliseconds: keep it off the workers
             // that serve /metrics.
-            if tokio::task::spawn_blocking(move || this.publish())
+            if tokio::task::spawn_blocking(move || this.render_now())
                 .await
                 .is_err()
             {
@@ -351,8 +351,8 @@ impl Metrics {
     }
 
     /// Renders the state into the exposition body served on `/metrics`, now.
-    pub fn publish(&self) {
-        let mut renderer = self.renderer.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn render_now(&self) {
+        let mut renderer = crate::sync::lock(&self.renderer);
         let (state, generation) = {
             let state = self.state();
             (state.clone(), *self.changed.borrow())
@@ -367,7 +367,7 @@ impl Metrics {
                         state.accounts.len(),
                     ),
                 };
-                *self.body.write().unwrap_or_else(|e| e.into_inner()) = body;
+                *crate::sync::write(&self.body) = body;
             }
             // Keep serving the previous body; this would be a bug in the rendering.
             Err(e) => tracing::error!(error = %e, "cannot render /metrics"),
@@ -386,21 +386,17 @@ impl Metrics {
     /// Records the outcome of loading the configuration (at start or on reload) and re-renders.
     pub fn config_loaded(&self, successful: bool) {
         self.telemetry.config_loaded(successful);
-        self.publish();
+        self.render_now();
     }
 
     /// The last rendered exposition body.
     pub fn body(&self) -> Bytes {
-        self.body
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .plain
-            .clone()
+        crate::sync::read(&self.body).plain.clone()
     }
 
     /// The last rendered exposition body, plain and gzip.
     pub fn bodies(&self) -> Body {
-        self.body.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::read(&self.body).clone()
     }
 
     /// A copy of the state, for the status page.
@@ -411,7 +407,7 @@ impl Metrics {
     /// `(accounts polled at least once, accounts)` as `/metrics` shows them: ready means
     /// that a scrape now sees every account.
     pub fn readiness(&self) -> (usize, usize) {
-        self.body.read().unwrap_or_else(|e| e.into_inner()).polled
+        crate::sync::read(&self.body).polled
     }
 }
 

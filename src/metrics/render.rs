@@ -184,14 +184,14 @@ fn state_families(state: &State, now: Instant) -> Vec<Family> {
     for a in state.accounts.values() {
         fill(a, state, now, &mut |family, labels, value| {
             match family {
-                Kind::Amount => &mut amount,
-                Kind::Threshold => &mut threshold,
-                Kind::Overview => &mut overview,
-                Kind::Status => &mut status,
-                Kind::Up => &mut up,
-                Kind::LastSuccess => &mut last_success,
-                Kind::Interval => &mut interval,
-                Kind::Duration => &mut duration,
+                Gauge::Amount => &mut amount,
+                Gauge::Threshold => &mut threshold,
+                Gauge::Overview => &mut overview,
+                Gauge::Status => &mut status,
+                Gauge::Up => &mut up,
+                Gauge::LastSuccess => &mut last_success,
+                Gauge::Interval => &mut interval,
+                Gauge::Duration => &mut duration,
             }
             .add(labels, value)
         });
@@ -211,7 +211,8 @@ fn state_families(state: &State, now: Instant) -> Vec<Family> {
     .collect()
 }
 
-enum Kind {
+/// Which of the state's gauges a sample belongs to (not the `kind` label).
+enum Gauge {
     Amount,
     Threshold,
     Overview,
@@ -227,16 +228,16 @@ fn fill(
     a: &AccountState,
     state: &State,
     now: Instant,
-    add: &mut dyn FnMut(Kind, &Labels<'_>, f64),
+    add: &mut dyn FnMut(Gauge, &Labels<'_>, f64),
 ) {
     let (p, n) = (a.provider, a.account.as_str());
     let account = [("account", n), ("provider", p)];
-    add(Kind::Interval, &account, a.poll_interval.as_secs_f64());
+    add(Gauge::Interval, &account, a.poll_interval.as_secs_f64());
     for (t, currency) in a.resolved_thresholds() {
         for (severity, value) in [("warning", t.warning), ("critical", t.critical)] {
             if let Some(value) = value {
                 add(
-                    Kind::Threshold,
+                    Gauge::Threshold,
                     &[
                         ("account", n),
                         ("currency", currency),
@@ -252,19 +253,19 @@ fn fill(
     if a.polls == 0 {
         return;
     }
-    add(Kind::Up, &account, if a.up { 1.0 } else { 0.0 });
+    add(Gauge::Up, &account, if a.up { 1.0 } else { 0.0 });
     if let Some(d) = a.last_poll_duration {
-        add(Kind::Duration, &account, d.as_secs_f64());
+        add(Gauge::Duration, &account, d.as_secs_f64());
     }
     if let Some(t) = a.last_success {
-        add(Kind::LastSuccess, &account, unix_seconds_f64(t));
+        add(Gauge::LastSuccess, &account, unix_seconds_f64(t));
     }
     let Some(snapshot) = a.fresh_snapshot(state.stale_after, now) else {
         return;
     };
     for b in &snapshot.balances {
         add(
-            Kind::Amount,
+            Gauge::Amount,
             &[
                 ("account", n),
                 ("currency", &b.currency),
@@ -276,14 +277,14 @@ fn fill(
     }
     for o in &snapshot.overviews {
         add(
-            Kind::Overview,
+            Gauge::Overview,
             &[("account", n), ("currency", &o.currency), ("provider", p)],
             to_gauge(o.amount),
         );
     }
     for s in &snapshot.statuses {
         add(
-            Kind::Status,
+            Gauge::Status,
             &[
                 ("account", n),
                 ("currency", &s.currency),

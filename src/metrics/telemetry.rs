@@ -230,7 +230,7 @@ impl AccountTelemetry {
 
     fn seen(&self) -> MutexGuard<'_, Seen> {
         // The data is plain label bookkeeping: still consistent after a panic elsewhere.
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.seen)
     }
 
     pub fn observe_request(&self, endpoint: &'static str, duration: Duration) {

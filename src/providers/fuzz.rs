@@ -179,7 +179,7 @@ pub fn check(seeds: Vec<Vec<u8>>, parse: impl Fn(u16, &[u8])) {
     }
 }
 
-/// A response as `Http::call` hands it to a provider.
+/// A response as `PollContext::call` hands it to a provider.
 #[cfg(feature = "demo")] // for the providers' tests, which need the simulators
 pub fn response(status: u16, body: &[u8], headers: &[(&str, &str)]) -> Response {
     let mut map = reqwest::header::HeaderMap::new();

@@ -1,6 +1,6 @@
 //! The one way providers talk HTTP.
 //!
-//! [`Http::call`] sends a request built by the provider, with the request timeout (cut to what
+//! [`PollContext::call`] sends a request built by the provider, with the request timeout (cut to what
 //! is left of the poll), a body cap, the concurrency limit, request counting and latency, the
 //! clock-skew reading from `Date`, and retries of transient failures with backoff and jitter,
 //! honouring `Retry-After`, all inside the poll's deadline. The provider only builds requests
@@ -219,7 +219,7 @@ impl Response {
 }
 
 /// The HTTP client as one poll of one account sees it.
-pub struct Http<'a> {
+pub struct PollContext<'a> {
     client: &'a HttpClient,
     /// The account's own client (see [`HttpClient`]), which builds its requests.
     reqwest: &'a reqwest::Client,
@@ -231,7 +231,7 @@ pub struct Http<'a> {
     max_currencies: usize,
 }
 
-impl<'a> Http<'a> {
+impl<'a> PollContext<'a> {
     pub fn new(
         client: &'a HttpClient,
         observer: &'a dyn PollObserver,
@@ -240,7 +240,7 @@ impl<'a> Http<'a> {
         max_currencies: usize,
     ) -> Self {
         let reqwest = client.client_for(observer.account());
-        Http {
+        PollContext {
             client,
             reqwest,
             transport: client.transport.as_deref().unwrap_or(reqwest),
@@ -266,7 +266,7 @@ impl<'a> Http<'a> {
         self.observer
     }
 
-    /// When this poll must be over: waits outside [`Http::call`] (a lock shared with other
+    /// When this poll must be over: waits outside [`PollContext::call`] (a lock shared with other
     /// polls, say) should end by then too.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -806,7 +806,7 @@ mod tests {
         let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
         let observer = CountingObserver::new("a");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let http = Http::new(&client, &observer, &[], deadline, 100);
+        let http = PollContext::new(&client, &observer, &[], deadline, 100);
         let url = server.base_url();
         let error = http
             .call(

@@ -19,7 +19,7 @@ use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 
 pub use crate::error::{ErrorClass, ProviderError, codes};
-pub use http::{Http, HttpClient, Response};
+pub use http::{HttpClient, PollContext, Response};
 pub use state::SharedState;
 
 /// Polls one account of one provider.
@@ -27,7 +27,7 @@ pub use state::SharedState;
 pub trait Provider: Send + Sync {
     /// Fetches the account's balances. Every request goes through `http`, which times it,
     /// counts it, caps its body and retries transient failures.
-    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError>;
+    async fn fetch(&self, http: &PollContext<'_>) -> Result<Snapshot, ProviderError>;
 }
 
 /// What the provider-agnostic parts need to know about an account's provider config.

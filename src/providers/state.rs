@@ -17,7 +17,7 @@ impl SharedState {
     /// The part of type `T`, the same one every time for this state.
     pub fn part<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
         // Only a map of handles: still consistent after a panic elsewhere.
-        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parts = crate::sync::lock(&self.parts);
         let part = parts
             .entry(TypeId::of::<T>())
             .or_insert_with(|| Arc::new(T::default()))

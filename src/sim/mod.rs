@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::serve::{Body, Handler, accept_loop_tls};
+use crate::listener::{Body, Handler, accept_loop_tls};
 
 pub mod in_process;
 
@@ -236,9 +236,7 @@ fn wire_body(bytes: Bytes, delivery: Delivery) -> Body {
 }
 
 /// Locks simulator state; a panic in a handler (a test assertion) must not wedge the rest.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::sync::lock;
 
 /// A balance that drains at a steady rate from when it was set, down to an optional floor.
 #[derive(Debug, Clone)]

@@ -53,7 +53,7 @@ impl Exporter {
             reload: None,
             lifecycle: false,
         });
-        let server = tokio::spawn(balance_exporter::serve::accept_loop(
+        let server = tokio::spawn(balance_exporter::listener::accept_loop(
             listener,
             server::handler(web),
             std::future::pending(),
@@ -226,28 +226,30 @@ fn parse_labels(mut text: &str) -> Option<BTreeMap<String, String>> {
     Some(labels)
 }
 
-/// The path of an external tool, or `None` (the test then skips) when it is missing. In CI
-/// (`BALANCE_EXPORTER_CI=1`) a missing tool fails the test instead, so CI never skips.
-pub fn tool(name: &str) -> Option<PathBuf> {
+/// The path of an external tool, or `None` (the test then skips, saying so) when it is not on
+/// PATH. In CI (`BALANCE_EXPORTER_CI=1`) a missing tool fails the test instead, so CI never
+/// skips. `package` is what to install to get it.
+pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     });
     if found.is_none() {
+        let msg = format!("`{name}` not found on PATH (install {package})");
         assert!(
             std::env::var("BALANCE_EXPORTER_CI").as_deref() != Ok("1"),
-            "{name} is required in CI but is not installed"
+            "{msg}; BALANCE_EXPORTER_CI=1 forbids skipping"
         );
         // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {name} is not installed");
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
     }
     found
 }
 
 /// Asserts that `promtool check metrics` accepts `text` without a single warning.
 pub fn assert_promtool_clean(text: &str) {
-    let Some(promtool) = tool("promtool") else {
+    let Some(promtool) = tool("promtool", "prometheus") else {
         return;
     };
     let mut child = Command::new(promtool)

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use super::http::join_url;
 use super::{
-    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    CurrencyScope, ErrorClass, PollContext, Provider, ProviderError, ProviderSettings, Response,
     SharedState,
 };
 use crate::fields::{Fields, is_currency_code};
@@ -149,7 +149,7 @@ struct EngageLab {
 
 #[async_trait::async_trait]
 impl Provider for EngageLab {
-    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError> {
+    async fn fetch(&self, http: &PollContext<'_>) -> Result<Snapshot, ProviderError> {
         let c = &self.config;
         http.call(
             "balance",

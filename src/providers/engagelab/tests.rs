@@ -33,7 +33,7 @@ mod in_process {
         sim
     }
 
-    /// Polls once through `Http` with a poll of `budget`, as the scheduler would.
+    /// Polls once through `PollContext` with a poll of `budget`, as the scheduler would.
     async fn poll(
         sim: Arc<EngageLabSim>,
         budget: Duration,
@@ -49,7 +49,7 @@ mod in_process {
         let client =
             HttpClient::with_transport(&plain_settings(), Clock::system(), wire.clone()).unwrap();
         let observer = CountingObserver::new("a");
-        let http = Http::new(&client, &observer, &[], Instant::now() + budget, 100);
+        let http = PollContext::new(&client, &observer, &[], Instant::now() + budget, 100);
         let outcome = provider.fetch(&http).await;
         (outcome, observer, wire.exchanged().len())
     }

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use super::http::join_url;
 use super::wire::{WireCode, label_text};
 use super::{
-    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    CurrencyScope, ErrorClass, PollContext, Provider, ProviderError, ProviderSettings, Response,
     SharedState, codes,
 };
 use crate::clock::Clock;
@@ -206,7 +206,7 @@ struct Onerway {
 
 #[async_trait::async_trait]
 impl Provider for Onerway {
-    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError> {
+    async fn fetch(&self, http: &PollContext<'_>) -> Result<Snapshot, ProviderError> {
         let mut snapshot = Snapshot::default();
         let clock = http.clock();
         match &self.config.mode {

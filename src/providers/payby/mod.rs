@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use super::http::join_url;
 use super::wire::{WireCode, label_text};
 use super::{
-    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    CurrencyScope, ErrorClass, PollContext, Provider, ProviderError, ProviderSettings, Response,
     SharedState,
 };
 use crate::clock::Clock;
@@ -225,7 +225,7 @@ struct PayBy {
 
 #[async_trait::async_trait]
 impl Provider for PayBy {
-    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError> {
+    async fn fetch(&self, http: &PollContext<'_>) -> Result<Snapshot, ProviderError> {
         let mut snapshot = Snapshot::default();
         for currency in &self.config.currencies {
             let clock = http.clock();

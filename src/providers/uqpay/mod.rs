@@ -38,7 +38,7 @@ use self::token::{
 };
 use super::http::{join_url, scrub_error};
 use super::{
-    CurrencyScope, ErrorClass, Http, Provider, ProviderError, ProviderSettings, Response,
+    CurrencyScope, ErrorClass, PollContext, Provider, ProviderError, ProviderSettings, Response,
     SharedState, codes,
 };
 use crate::clock::signed_seconds_between;
@@ -223,7 +223,7 @@ impl UqPay {
     }
 
     /// One poll: balances with the cached token; after a 401, once more with a new one.
-    pub(crate) async fn poll(&self, x: &Http<'_>) -> Result<Snapshot, ProviderError> {
+    pub(crate) async fn poll(&self, x: &PollContext<'_>) -> Result<Snapshot, ProviderError> {
         let token = self.token(x, None).await?;
         match self.balances(x, token.value()).await {
             Ok(snapshot) => Ok(snapshot),
@@ -247,7 +247,7 @@ impl UqPay {
     /// A token to use: the cached one, or a new one minted by this poll (one poll at a time).
     async fn token(
         &self,
-        x: &Http<'_>,
+        x: &PollContext<'_>,
         rejected: Option<&Token>,
     ) -> Result<Arc<Token>, ProviderError> {
         let mut slot = self.slot.lock(x.deadline()).await?;
@@ -271,7 +271,7 @@ impl UqPay {
         slot.store(minted, requested_at, x.observer().account())
     }
 
-    async fn mint(&self, x: &Http<'_>) -> Result<Minted, ProviderError> {
+    async fn mint(&self, x: &PollContext<'_>) -> Result<Minted, ProviderError> {
         let c = &self.config;
         let requested_wall = x.clock().now();
         x.call(
@@ -292,7 +292,7 @@ impl UqPay {
         .await
     }
 
-    async fn balances(&self, x: &Http<'_>, token: &Secret) -> Result<Snapshot, Failure> {
+    async fn balances(&self, x: &PollContext<'_>, token: &Secret) -> Result<Snapshot, Failure> {
         match &self.config.currencies {
             Some(currencies) => {
                 let mut merged = Merged::new(usize::MAX);
@@ -314,7 +314,7 @@ impl UqPay {
 
     /// Every page of the list, within `max_currencies`: past it the walk stops at once
     /// (`too_many_currencies`), and pages are only fetched while the list can still fit.
-    async fn walk(&self, x: &Http<'_>, token: &Secret) -> Result<Snapshot, Failure> {
+    async fn walk(&self, x: &PollContext<'_>, token: &Secret) -> Result<Snapshot, Failure> {
         let max = x.max_currencies();
         let mut merged = Merged::new(max);
         let mut per_page: Option<u64> = None;
@@ -363,7 +363,7 @@ impl UqPay {
     /// An authenticated GET, noting whether its last answer was a 401.
     async fn get<T: Send>(
         &self,
-        x: &Http<'_>,
+        x: &PollContext<'_>,
         endpoint: &'static str,
         url: reqwest::Url,
         token: &Secret,
@@ -419,7 +419,7 @@ impl UqPay {
 
 #[async_trait::async_trait]
 impl Provider for UqPay {
-    async fn fetch(&self, http: &Http<'_>) -> Result<Snapshot, ProviderError> {
+    async fn fetch(&self, http: &PollContext<'_>) -> Result<Snapshot, ProviderError> {
         self.poll(http).await
     }
 }

@@ -1,6 +1,6 @@
 //! The provider against its simulator called in-process, so that the token lifecycle runs
 //! under paused time (real sockets and paused time do not mix). Requests are built by the
-//! provider's own code, sent through `Http` (retries included) and handed to the simulator's
+//! provider's own code, sent through `PollContext` (retries included) and handed to the simulator's
 //! handler as they would arrive.
 
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,7 @@ struct Sent {
     headers: HeaderMap,
 }
 
-/// The provider's requests go through [`Http`] as in the exporter, to the simulator's handler
+/// The provider's requests go through [`PollContext`] as in the exporter, to the simulator's handler
 /// called in-process ([`crate::sim::in_process`]) instead of a socket.
 struct InProcess {
     wire: Arc<crate::sim::in_process::InProcess>,
@@ -49,8 +49,8 @@ impl InProcess {
     }
 
     /// The context of one poll, starting now.
-    fn http(&self) -> Http<'_> {
-        Http::new(
+    fn http(&self) -> PollContext<'_> {
+        PollContext::new(
             &self.client,
             &self.observer,
             &[],

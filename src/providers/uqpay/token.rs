@@ -118,7 +118,7 @@ pub struct TokenSlots {
 impl TokenSlots {
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<CredentialKey, Weak<TokenSlot>>> {
         // Only weak handles: still consistent after a panic elsewhere.
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.slots)
     }
 
     /// Forgets the mint pause of `key`'s slot, if it has one, keeping its token: a reload
@@ -174,9 +174,7 @@ impl TokenSlot {
 
     fn pause(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
         // A plain instant: still meaningful after a panic elsewhere.
-        self.mint_paused_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.mint_paused_until)
     }
 }
 

@@ -330,17 +330,17 @@ impl Activity {
     }
 
     fn phase(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.phase)
     }
 
     fn set(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+        *crate::sync::lock(&self.phase) = phase;
         self.changed.notify_one();
     }
 
     /// Bytes came in: the first of them after an idle spell starts the head's clock.
     fn received(&self) {
-        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        let mut phase = crate::sync::lock(&self.phase);
         if let Phase::AwaitingHead {
             first_byte: first_byte @ None,
             first_request: false,
