@@ -546,7 +546,7 @@ pub fn join_url(base: &reqwest::Url, path: &str) -> reqwest::Url {
 }
 
 /// A [`PollObserver`] that only counts, for the provider layer's own tests.
-#[cfg(test)]
+#[cfg(all(test, feature = "demo"))]
 pub(crate) struct CountingObserver {
     account: String,
     requests: std::sync::atomic::AtomicU64,
@@ -554,7 +554,7 @@ pub(crate) struct CountingObserver {
     tokens: std::sync::atomic::AtomicU64,
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "demo"))]
 impl CountingObserver {
     pub(crate) fn new(account: &str) -> Self {
         CountingObserver {
@@ -580,7 +580,7 @@ impl CountingObserver {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "demo"))]
 impl PollObserver for CountingObserver {
     fn account(&self) -> &str {
         &self.account
@@ -604,7 +604,7 @@ impl PollObserver for CountingObserver {
 }
 
 /// Settings of a client with no extra CAs.
-#[cfg(test)]
+#[cfg(all(test, feature = "demo"))]
 pub(crate) fn plain_settings() -> HttpSettings {
     HttpSettings {
         request_timeout: Duration::from_secs(10),
