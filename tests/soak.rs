@@ -4,11 +4,13 @@
 //! file descriptors stay flat, that nothing panics, that every injected fault is counted under
 //! its code and class, that the balances shown are always those of the ledgers (a failed poll,
 //! whatever it answered, leaves them as they were), that a poll without a balance is a
-//! failure, that every account recovers within two intervals once the faults stop, and that
-//! accounts a hostile `Retry-After` paused are polled again once a reload ends the pause.
+//! failure, that no secret reaches the log or `/metrics` while providers echo credentials,
+//! that every account recovers once the faults stop before any steady account has sent four
+//! more requests, and that accounts a hostile `Retry-After` paused are polled again once a
+//! reload ends the pause.
 //!
-//! `cargo test --test soak -- --ignored --nocapture` runs the short version (75 s of faults) and prints
-//! its figures; `BALANCE_EXPORTER_SOAK_SECONDS=600` makes it the 10-minute one.
+//! `cargo test --test soak -- --ignored --nocapture` runs the short version (75 s of faults)
+//! and prints its figures; `BALANCE_EXPORTER_SOAK_SECONDS=600` makes it the 10-minute one.
 
 mod common;
 
@@ -130,6 +132,12 @@ fn engagelab_body_mix() -> Mix<EngageLabBodyFault> {
             EngageLabBodyFault::error_under_200("2001"),
             0.01,
         ),
+        // A 401 whose message repeats the Authorization header and `dev_key:dev_secret`.
+        (
+            "echo_credentials",
+            EngageLabBodyFault::EchoCredentials,
+            0.01,
+        ),
     ]
 }
 
@@ -143,6 +151,8 @@ fn uqpay_body_mix() -> Mix<UqPayBodyFault> {
             0.01,
         ),
         ("page_too_long", UqPayBodyFault::PageTooLong, 0.01),
+        // A 401 whose `code` is the access token as sent: counted as `redacted`.
+        ("echo_credentials", UqPayBodyFault::EchoCredentials, 0.01),
     ]
 }
 
@@ -182,6 +192,8 @@ fn onerway_answer_mix(single_currency: bool) -> Mix<OnerwayAnswerFault> {
             0.01,
         ),
         ("empty_object", OnerwayAnswerFault::EmptyObject, 0.01),
+        // An error under 200 whose code is the apikey: counted as `redacted`.
+        ("echo_apikey", OnerwayAnswerFault::EchoApikey, 0.01),
     ];
     if single_currency {
         mix.push((
@@ -245,6 +257,10 @@ fn expected_code(provider: &str, kind: &str) -> Option<(String, &'static str)> {
         "page_too_long" => ("page_too_long", "decode"),
         "wrong_currency" => ("wrong_currency", "decode"),
         "unsigned_gateway_error" => ("gateway_5801", "server"),
+        "echo_credentials" if provider == "engagelab" => ("2001", "auth"),
+        "echo_credentials" => ("redacted", "auth"),
+        // An undocumented code under HTTP 200 is a client error.
+        "echo_apikey" => ("redacted", "client"),
         other => panic!("no expected code for {other}"),
     };
     Some((code.to_owned(), class))
@@ -448,6 +464,19 @@ impl Fleet {
             accounts,
             balances,
         }
+    }
+
+    /// Every account's secrets as the config gives them (derived as `yaml` derives them).
+    fn secrets(&self) -> Vec<String> {
+        self.accounts
+            .iter()
+            .filter_map(|(provider, _, key)| match *provider {
+                "engagelab" => Some(key.replace("key", "secret")),
+                "onerway" => Some(key.clone()),
+                "uqpay" => Some(key.replace("client", "api-key")),
+                _ => None,
+            })
+            .collect()
     }
 
     fn yaml(&self) -> String {
@@ -972,42 +1001,28 @@ async fn a_thousand_accounts_under_every_fault() {
     // Recovery: every account has a successful poll after the faults stopped, those a hostile
     // Retry-After did not pause included (no stall on their usual schedule). The paused ones
     // come after the reload below.
-    let recovery_deadline = Instant::now() + INTERVAL * 4;
-    let recovered = loop {
-        let scrape = daemon_scrape(&daemon).await;
-        let success = by_account(&scrape, "balance_last_success_timestamp_seconds");
-        let up = by_account(&scrape, "balance_up");
-        let pending: Vec<String> = fleet
-            .accounts
-            .iter()
-            .map(|(_, name, _)| name)
-            .filter(|name| !paused.contains(*name))
-            .filter(|name| {
-                let succeeded = success.get(*name).is_some_and(|t| *t >= faults_stopped);
-                !(succeeded && up.get(*name) == Some(&1.0))
-            })
-            .map(|name| {
-                format!(
-                    "{name} (last success {:?}, up {:?})",
-                    success.get(name),
-                    up.get(name)
-                )
-            })
-            .collect();
-        if pending.is_empty() {
-            break scrape;
-        }
-        assert!(
-            Instant::now() < recovery_deadline,
-            "{} accounts not recovered within {:?} of the faults stopping at {faults_stopped:.1}: {:?}\nerrors: {:?}\nlog tail:\n{}",
-            pending.len(),
-            INTERVAL * 4,
-            &pending[..pending.len().min(20)],
-            errors_by_code(&scrape, "engagelab"),
-            tail(&daemon.log_text(), 30),
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    // Bounded by events: every other account's own requests are the clock, so a loaded
+    // machine slows both sides alike.
+    let others: Vec<&str> = fleet
+        .accounts
+        .iter()
+        .map(|(_, name, _)| name.as_str())
+        .filter(|name| !paused.contains(*name) && !unpaused.contains(*name))
+        .collect();
+    let not_paused: BTreeSet<String> = fleet
+        .accounts
+        .iter()
+        .map(|(_, name, _)| name.clone())
+        .filter(|name| !paused.contains(name))
+        .collect();
+    let recovered = wait_polled_again(
+        &daemon,
+        &not_paused,
+        &others,
+        faults_stopped,
+        "once the faults stopped",
+    )
+    .await;
     let slowest_recovery = by_account(&recovered, "balance_last_success_timestamp_seconds")
         .iter()
         .filter(|(name, _)| !paused.contains(*name))
@@ -1015,12 +1030,6 @@ async fn a_thousand_accounts_under_every_fault() {
         .fold(0.0, f64::max);
     // A hostile Retry-After on a rate limit pauses the account for the pause cap (10 minutes,
     // longer than the soak); a reload ends the pause.
-    let others: Vec<&str> = fleet
-        .accounts
-        .iter()
-        .map(|(_, name, _)| name.as_str())
-        .filter(|name| !paused.contains(*name) && !unpaused.contains(*name))
-        .collect();
     daemon.signal("HUP");
     tokio::task::block_in_place(|| {
         daemon.wait_for_line(|l| l.contains("msg=\"configuration reloaded\""))
@@ -1146,6 +1155,11 @@ async fn a_thousand_accounts_under_every_fault() {
     let failed: Vec<_> = scrapes.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failed.is_empty(), "scrapes that failed: {failed:?}");
     assert!(!log.contains("panicked"), "the exporter panicked:\n{log}");
+    // Providers echoed credentials all along: none reached the log or /metrics.
+    for secret in fleet.secrets() {
+        assert!(!log.contains(&secret), "the log shows a secret:\n{log}");
+        assert!(!faulted.text.contains(&secret), "/metrics shows a secret");
+    }
     assert_eq!(restarts, 0.0, "pollers stopped and were restarted");
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
     for ((_, kind), n) in &injected {
@@ -1223,10 +1237,6 @@ async fn a_thousand_accounts_under_every_fault() {
     assert!(
         fds_last <= fds_first * 1.25 + 8.0,
         "open fds trend upwards: {fds_first:.0} after warm-up, {fds_last:.0} at the end"
-    );
-    assert!(
-        slowest_recovery <= (INTERVAL * 2).as_secs_f64(),
-        "an account took {slowest_recovery:.1} s to recover"
     );
 }
 
