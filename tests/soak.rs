@@ -880,9 +880,10 @@ async fn wait_polled_again(
             .fold(f64::INFINITY, f64::min);
         assert!(
             fewest < POLLED_AGAIN_WITHIN,
-            "{what}: {} accounts have no successful poll since {since:.1} while every other account sent {fewest} requests: {:?}",
+            "{what}: {} accounts have no successful poll since {since:.1} while every other account sent {fewest} requests: {:?}\nlog tail:\n{}",
             pending.len(),
-            &pending[..pending.len().min(20)]
+            &pending[..pending.len().min(20)],
+            tail(&daemon.log_text(), 30),
         );
         // Only bounds a test that would otherwise hang, should all polling stop.
         assert!(
