@@ -272,6 +272,17 @@ fn hostile_retry_after_pauses(provider: &str) -> bool {
     expected_code(provider, "hostile_retry_after").is_some_and(|(_, class)| class == "rate_limit")
 }
 
+/// The secret of the account whose key (dev key, apikey, client id) is `key`: derived from it,
+/// so that the simulators, the config and the leak check agree. PayBy's is a key file shared by all.
+fn secret_of(provider: &str, key: &str) -> Option<String> {
+    match provider {
+        "engagelab" => Some(key.replace("key", "secret")),
+        "onerway" => Some(key.to_owned()),
+        "uqpay" => Some(key.replace("client", "api-key")),
+        _ => None,
+    }
+}
+
 struct Fleet {
     engagelab: Arc<EngageLabSim>,
     payby: Arc<PayBySim>,
@@ -369,7 +380,7 @@ impl Fleet {
         for i in 0..ENGAGELAB {
             let key = format!("el-key-{i:04}");
             let mut account = EngageLabAccount::new(
-                &format!("el-secret-{i:04}"),
+                &secret_of("engagelab", &key).unwrap_or_default(),
                 Ledger::fixed(d(100_000 + i as i64)),
                 Ledger::fixed(d(500)),
             );
@@ -429,7 +440,7 @@ impl Fleet {
         for i in 0..UQPAY {
             let client_id = format!("uq-client-{i:04}");
             let mut client = SimClient::new(
-                &format!("uq-api-key-{i:04}"),
+                &secret_of("uqpay", &client_id).unwrap_or_default(),
                 vec![
                     SimBalance::new("SGD", Ledger::fixed(d(7_000_000 + i as i64))),
                     SimBalance::new("USD", Ledger::fixed(d(3_000_000))),
@@ -466,16 +477,11 @@ impl Fleet {
         }
     }
 
-    /// Every account's secrets as the config gives them (derived as `yaml` derives them).
+    /// Every account's secret, as the config gives it.
     fn secrets(&self) -> Vec<String> {
         self.accounts
             .iter()
-            .filter_map(|(provider, _, key)| match *provider {
-                "engagelab" => Some(key.replace("key", "secret")),
-                "onerway" => Some(key.clone()),
-                "uqpay" => Some(key.replace("client", "api-key")),
-                _ => None,
-            })
+            .filter_map(|(provider, _, key)| secret_of(provider, key))
             .collect()
     }
 
@@ -492,7 +498,7 @@ impl Fleet {
                 "engagelab" => format!(
                     "    product: sms\n    base_url: {}\n    dev_key: {key}\n    dev_secret: {}\n",
                     url("engagelab"),
-                    key.replace("key", "secret")
+                    secret_of(provider, key).unwrap_or_default()
                 ),
                 "payby" => format!(
                     "    environment: uat\n    base_url: {}\n    partner_id: \"{key}\"\n    private_key_file: {TESTDATA}/payby/merchant_private_key_pkcs8.pem\n    payby_public_key_file: {TESTDATA}/payby/payby_public_key.pem\n    currencies: [AED]\n",
@@ -509,7 +515,7 @@ impl Fleet {
                 "uqpay" => format!(
                     "    environment: sandbox\n    base_url: {}\n    client_id: {key}\n    api_key: {}\n    max_currencies: {UQPAY_MAX_CURRENCIES}\n",
                     UqPaySim::base_url(&self.servers["uqpay"]),
-                    key.replace("client", "api-key")
+                    secret_of(provider, key).unwrap_or_default()
                 ),
                 other => unreachable!("{other}"),
             };
