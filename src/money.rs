@@ -46,6 +46,43 @@ pub fn to_gauge(amount: Decimal) -> f64 {
     amount.to_f64().unwrap_or(f64::NAN)
 }
 
+/// The ISO 4217 exponent of a currency (its minor units: JPY 0, USD 2, KWD 3, CLF 4), or
+/// `None` for a code ISO 4217 does not list with minor units (unknown codes, XAU, XDR, ...).
+/// Used to read amounts sent in minor units and to show amounts with their currency's digits.
+pub fn minor_units(currency: &str) -> Option<u32> {
+    const ZERO: &[&str] = &[
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+        "VUV", "XAF", "XOF", "XPF",
+    ];
+    const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+    const FOUR: &[&str] = &["CLF", "UYW"];
+    const TWO: &[&str] = &[
+        "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+        "BGN", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF",
+        "CHE", "CHF", "CHW", "CNY", "COP", "COU", "CRC", "CUC", "CUP", "CVE", "CZK", "DKK", "DOP",
+        "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GTQ",
+        "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR", "JMD", "KES", "KGS", "KHR",
+        "KPW", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "MAD", "MDL", "MGA", "MKD", "MMK",
+        "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN", "NIO",
+        "NOK", "NPR", "NZD", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "RUB",
+        "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL", "SOS", "SRD", "SSP", "STN",
+        "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "USD",
+        "USN", "UYU", "UZS", "VED", "VES", "WST", "XCD", "XCG", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
+    ];
+    let listed = |table: &[&str]| table.contains(&currency);
+    if listed(TWO) {
+        Some(2)
+    } else if listed(ZERO) {
+        Some(0)
+    } else if listed(THREE) {
+        Some(3)
+    } else if listed(FOUR) {
+        Some(4)
+    } else {
+        None
+    }
+}
+
 fn truncate(text: &str) -> String {
     let mut s: String = text.chars().take(40).collect();
     if s.len() < text.len() {
@@ -95,6 +132,16 @@ mod tests {
         assert!(amount("{}").is_err());
         assert!(amount("1e400").is_err());
         assert!(amount("123456789012345678901234567890123").is_err());
+    }
+
+    #[test]
+    fn minor_units_follow_iso_4217() {
+        assert_eq!(minor_units("JPY"), Some(0));
+        assert_eq!(minor_units("USD"), Some(2));
+        assert_eq!(minor_units("KWD"), Some(3));
+        assert_eq!(minor_units("CLF"), Some(4));
+        assert_eq!(minor_units("XAU"), None);
+        assert_eq!(minor_units("usd"), None);
     }
 
     #[test]
