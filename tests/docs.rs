@@ -944,3 +944,54 @@ fn every_provider_has_a_page_and_the_readme_lists_every_page() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The readers above, on small texts: a bug in them would let a command or a link go unchecked.
+
+fn block(lang: &str, body: &str) -> Block {
+    Block {
+        at: "test".to_owned(),
+        lang: lang.to_owned(),
+        body: body.to_owned(),
+        annotation: Vec::new(),
+    }
+}
+
+#[test]
+fn commands_are_read_line_by_line_with_continuations_and_without_comments() {
+    let sh = block(
+        "sh",
+        "# a comment line\ncurl -s 'http://x/#frag' | grep '#'   # a comment\n\n\
+         docker run -d \\\n  -v a:b \\\n  image\n",
+    );
+    assert_eq!(
+        commands(&sh),
+        [
+            "curl -s 'http://x/#frag' | grep '#'",
+            "docker run -d -v a:b image"
+        ]
+    );
+    let console = block(
+        "console",
+        "$ balance_exporter --once\nbalance_up 1\n$ echo done\n",
+    );
+    assert_eq!(commands(&console), ["balance_exporter --once", "echo done"]);
+}
+
+#[test]
+fn anchors_are_githubs_with_duplicates_numbered() {
+    let text = "# Operating it\n## `--once` and reload\n```sh\n# not a heading\n```\n## Reload\n## Reload\n";
+    let found = anchors(text);
+    let want: BTreeSet<String> = ["operating-it", "--once-and-reload", "reload", "reload-1"]
+        .map(str::to_owned)
+        .into();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn links_are_found_outside_code() {
+    let text =
+        "see [a](docs/a.md#x) and `[b](b.md)`\n```\n[c](c.md)\n```\n[d](<e>) [f](https://x)\n";
+    let found: Vec<String> = links(text).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(found, ["docs/a.md#x", "<e>", "https://x"]);
+}
