@@ -995,3 +995,69 @@ fn links_are_found_outside_code() {
     let found: Vec<String> = links(text).into_iter().map(|(_, t)| t).collect();
     assert_eq!(found, ["docs/a.md#x", "<e>", "https://x"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The metrics page.
+
+/// The metric names of docs/metrics.md's table (its first column).
+fn documented_metrics() -> BTreeSet<String> {
+    read(&repo().join("docs/metrics.md"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| name.starts_with("balance_"))
+        .collect()
+}
+
+#[test]
+fn the_metrics_page_lists_every_metric_the_demo_exports() {
+    let documented = documented_metrics();
+    let daemon = common::Daemon::spawn(&["--demo"]);
+    let deadline = Instant::now() + READY_PATIENCE;
+    while http_status(daemon.addr, "/-/ready") != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the demo is not ready:\n{}",
+            daemon.log_text()
+        );
+        // Readiness is a state to poll for, not an event in the log.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (status, body) = rt.block_on(common::get(daemon.addr, "/metrics"));
+    assert_eq!(status, 200);
+    let exported: BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("balance_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(exported.len() >= 10, "the demo exported only {exported:?}");
+    let undocumented: Vec<&String> = exported.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "docs/metrics.md does not list {undocumented:?}"
+    );
+    // What the demo did not export (a poller restart...) must at least exist in the code.
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&read(&path));
+            }
+        }
+    }
+    let mut source = String::new();
+    sources(&repo().join("src"), &mut source);
+    for name in documented.difference(&exported) {
+        assert!(
+            source.contains(&format!("\"{name}\"")),
+            "docs/metrics.md lists {name}, which no source file has"
+        );
+    }
+    daemon.stop();
+}
