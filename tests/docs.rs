@@ -1061,3 +1061,43 @@ fn the_metrics_page_lists_every_metric_the_demo_exports() {
     }
     daemon.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The flags.
+
+/// The long flags in `text`: `--name` tokens (lower case, dots and hyphens).
+fn long_flags(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|t| t.starts_with("--") && t.len() > 2 && !t[2..].starts_with('-'))
+        .map(|t| t.trim_end_matches('.').to_owned())
+        .collect()
+}
+
+#[test]
+fn the_configuration_page_lists_exactly_the_flags_of_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_balance_exporter"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{}", describe(&out));
+    let help: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-'))
+        .flat_map(long_flags)
+        .collect();
+    assert!(
+        help.contains("--config.file"),
+        "--help has no flags? {help:?}"
+    );
+    let page = read(&repo().join("docs/configuration.md"));
+    let table: BTreeSet<String> = page
+        .lines()
+        .filter(|l| l.starts_with("| `-"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(long_flags)
+        .collect();
+    assert_eq!(
+        table, help,
+        "docs/configuration.md's flag table (left) and --help (right) differ"
+    );
+}
