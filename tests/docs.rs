@@ -144,7 +144,7 @@ const ELSEWHERE: &[(&str, RunBy)] = &[
         "docker build -f deploy/docker/Dockerfile --build-arg REVISION=$(git rev-parse --short=12 HEAD) -t balance_exporter .",
         NotRunnable {
             why: NO_DOCKER,
-            checked_by: "tests/deploy.rs::dockerfile_runs_the_binary_unprivileged_on_the_default_port",
+            checked_by: "tests/docs.rs::the_docker_build_context_is_a_locked_cargo_package",
         },
     ),
     (
@@ -1110,5 +1110,91 @@ fn the_configuration_page_lists_exactly_the_flags_of_help() {
     assert_eq!(
         table, help,
         "docs/configuration.md's flag table (left) and --help (right) differ"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The container image's build context (no Docker engine runs `docker build` in CI).
+
+/// Whether `rel` (a path in the repository, `/`-separated) is left out by one of the
+/// `.dockerignore` patterns this test understands: a path (and everything under it) or
+/// `**/*<suffix>`.
+fn docker_ignored(rel: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| match p.strip_prefix("**/*") {
+        Some(suffix) => rel.ends_with(suffix),
+        None => {
+            assert!(
+                !p.contains('*'),
+                ".dockerignore: tests/docs.rs cannot read {p:?}"
+            );
+            rel == p || rel.starts_with(&format!("{p}/"))
+        }
+    })
+}
+
+fn copy_context(from: &Path, rel: &str, to: &Path, patterns: &[String]) {
+    for entry in std::fs::read_dir(from.join(rel)).expect("read a directory") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        if docker_ignored(&child, patterns) {
+            continue;
+        }
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(to.join(&child)).expect("mkdir");
+            copy_context(from, &child, to, patterns);
+        } else {
+            std::fs::copy(entry.path(), to.join(&child)).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn the_docker_build_context_is_a_locked_cargo_package() {
+    let patterns: Vec<String> = read(&repo().join(".dockerignore"))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        docker_ignored("target/debug/x", &patterns),
+        "target is in the context"
+    );
+    let context = TempDir::new("docker-context");
+    copy_context(&repo(), "", &context.0, &patterns);
+    // What the Dockerfile's `cargo build --release --locked` needs from the context: a manifest
+    // whose every target file is there, and a Cargo.lock it need not change.
+    // Offline, so only this platform's dependencies (those the build has fetched).
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc -vV names its host");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        // `fetch` reads the manifest as a build does (every target's file must exist) and,
+        // with --locked, refuses a Cargo.lock that would change.
+        .args(["fetch", "--locked", "--offline", "--target", &host])
+        .current_dir(&context.0)
+        .env("CARGO_TARGET_DIR", context.0.join("target"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "the build context of deploy/docker/Dockerfile is not a locked cargo package:\n{}",
+        describe(&out)
+    );
+    let dockerfile = read(&repo().join("deploy/docker/Dockerfile"));
+    assert!(
+        dockerfile.contains("cargo build --release --locked --bin balance_exporter"),
+        "the Dockerfile's build step changed: update this test"
     );
 }
