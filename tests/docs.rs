@@ -24,6 +24,10 @@
 //! - Every relative Markdown link in README.md, CONTRIBUTING.md and docs/ resolves, `#anchors`
 //!   included; every provider has its page in docs/providers/, and README.md links every page
 //!   there.
+//! - The reference tables follow the binary: docs/configuration.md lists exactly the flags of
+//!   `--help`, and docs/metrics.md every `balance_*` family the demo exports.
+//! - `docker build` cannot run here (no Docker engine), so the build context `.dockerignore`
+//!   leaves is checked to be a locked cargo package with every target file the build needs.
 
 mod common;
 
