@@ -22,7 +22,11 @@ const KEY: &str = "sk_test_51SdkPlatformKey";
 const ACCOUNT: &str = "acct_1SdkConnected";
 
 fn funds(kind: &'static str, currency: &str, amount: &str) -> SimFunds {
-    SimFunds::new(kind, currency, Ledger::fixed(amount.parse::<Decimal>().unwrap()))
+    SimFunds::new(
+        kind,
+        currency,
+        Ledger::fixed(amount.parse::<Decimal>().unwrap()),
+    )
 }
 
 #[tokio::test]
@@ -45,7 +49,10 @@ async fn the_official_stripe_sdk_reads_the_simulated_balance_and_its_refusals() 
         ])
         .with_connected(
             ACCOUNT,
-            vec![funds(AVAILABLE, "JPY", "80000"), funds(PENDING, "KWD", "1.5")],
+            vec![
+                funds(AVAILABLE, "JPY", "80000"),
+                funds(PENDING, "KWD", "1.5"),
+            ],
         ),
     );
     sim.add_account(
@@ -115,9 +122,19 @@ async fn the_official_stripe_sdk_reads_the_simulated_balance_and_its_refusals() 
     let refusals = &result["refusals"];
     for (case, exception, status, code) in [
         ("wrong_key", "AuthenticationError", 401, Value::Null),
-        ("expired_key", "AuthenticationError", 401, json!("api_key_expired")),
+        (
+            "expired_key",
+            "AuthenticationError",
+            401,
+            json!("api_key_expired"),
+        ),
         ("restricted_key", "PermissionError", 403, Value::Null),
-        ("foreign_account", "PermissionError", 403, json!("account_invalid")),
+        (
+            "foreign_account",
+            "PermissionError",
+            403,
+            json!("account_invalid"),
+        ),
         ("rate_limited", "RateLimitError", 429, json!("rate_limit")),
         ("api_error", "APIError", 500, Value::Null),
     ] {
@@ -133,7 +150,10 @@ async fn the_official_stripe_sdk_reads_the_simulated_balance_and_its_refusals() 
     let requests = server.requests();
     assert_eq!(requests.len(), 4 + 6, "one request per read");
     for request in &requests {
-        assert_eq!((request.method.as_str(), request.path.as_str()), ("GET", BALANCE_PATH));
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("GET", BALANCE_PATH)
+        );
         assert!(
             request
                 .header("authorization")
