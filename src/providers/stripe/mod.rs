@@ -107,36 +107,34 @@ pub struct Config {
 impl Config {
     pub fn read(fields: &mut Fields<'_>) -> Option<Config> {
         let base_url = fields.base_url(Some(BASE_URL));
-        let api_key = fields.secret("api_key");
-        if let Some(key) = &api_key
-            && let Some(problem) = key_problem(key.value.expose())
-        {
-            // The problem names the prefix at most, never the key.
-            fields.error_at(&key.path, problem);
-        }
-        let stripe_account: Option<String> = fields.optional("stripe_account");
-        let stripe_account = stripe_account.map(|a| a.trim().to_owned());
-        if let Some(account) = &stripe_account
-            && !is_account_id(account)
-        {
-            fields.error(
-                "stripe_account",
-                format!(
-                    "{:?} is not a Stripe account id like acct_1Nv0FGQ9RKHgCVdK",
-                    label_text(account)
-                ),
-            );
-        }
-        let api_key = api_key?;
-        if key_problem(api_key.value.expose()).is_some()
-            || stripe_account.as_deref().is_some_and(|a| !is_account_id(a))
-        {
-            return None;
-        }
+        let api_key = fields.secret("api_key").and_then(|key| {
+            match key_problem(key.value.expose()) {
+                // The problem names the prefix at most, never the key.
+                Some(problem) => {
+                    fields.error_at(&key.path, problem);
+                    None
+                }
+                None => Some(key.value),
+            }
+        });
+        let stripe_account = match fields.optional::<String>("stripe_account") {
+            None => Some(None),
+            Some(account) if is_account_id(account.trim()) => Some(Some(account.trim().to_owned())),
+            Some(account) => {
+                fields.error(
+                    "stripe_account",
+                    format!(
+                        "{:?} is not a Stripe account id like acct_1Nv0FGQ9RKHgCVdK",
+                        label_text(&account)
+                    ),
+                );
+                None
+            }
+        };
         Some(Config {
             base_url: base_url?,
-            api_key: api_key.value,
-            stripe_account,
+            api_key: api_key?,
+            stripe_account: stripe_account?,
         })
     }
 }
@@ -350,7 +348,7 @@ struct BalanceBody<'a> {
     refund_and_dispute_prefunding: Option<Prefunding<'a>>,
 }
 
-/// Reads a `GET /v1/balance` answer. Public for `benches/parse.rs`.
+/// Reads a `GET /v1/balance` answer, whatever its status.
 pub fn parse_balance(response: &Response) -> Result<Snapshot, ProviderError> {
     if let Some(error) = check_error(response) {
         return Err(error);
