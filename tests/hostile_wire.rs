@@ -14,6 +14,7 @@ use balance_exporter::providers::payby::sim::{
     PayBySim, SimAccount as PayByAccount, TEST_MERCHANT_PUBLIC_KEY, TEST_PAYBY_PRIVATE_KEY,
 };
 use balance_exporter::providers::payby::{SigningKey, VerifyingKey};
+use balance_exporter::providers::stripe::sim::{SimAccount as StripeAccount, SimFunds, StripeSim};
 use balance_exporter::providers::uqpay::sim::{SimBalance, SimClient, UqPaySim};
 use balance_exporter::sim::{Fault, Ledger, SimServer};
 use common::{Exporter, Exposition, TempDir, run_binary};
@@ -89,7 +90,7 @@ async fn sims(fault: Fault) -> Sims {
         UQPAY_KEY,
         vec![SimBalance::new("SGD", Ledger::fixed(dec("5.00")))],
     );
-    calls_refused.faults.always(fault);
+    calls_refused.faults.always(fault.clone());
     uqpay.add_client("calls-refused", calls_refused);
     let server = uqpay.start().await.unwrap();
     for (name, client) in [
@@ -103,6 +104,21 @@ async fn sims(fault: Fault) -> Sims {
     }
     servers.push(server);
 
+    let stripe = StripeSim::new();
+    let mut account = StripeAccount::new(vec![SimFunds::new(
+        balance_exporter::providers::stripe::AVAILABLE,
+        "USD",
+        Ledger::fixed(dec("25.00")),
+    )]);
+    account.faults.always(fault);
+    stripe.add_account("sk_test_hostileWire", account);
+    let server = stripe.start().await.unwrap();
+    accounts += &format!(
+        "\n  - {{name: stripe, provider: stripe, base_url: '{}', api_key: sk_test_hostileWire}}",
+        server.base_url()
+    );
+    servers.push(server);
+
     Sims {
         engagelab,
         _servers: servers,
@@ -110,12 +126,13 @@ async fn sims(fault: Fault) -> Sims {
     }
 }
 
-const ACCOUNTS: [&str; 5] = [
+const ACCOUNTS: [&str; 6] = [
     "engagelab",
     "payby",
     "onerway",
     "uqpay-token",
     "uqpay-calls",
+    "stripe",
 ];
 
 /// Runs `--once` off the async runtime, so the in-process simulators keep answering.

@@ -135,6 +135,7 @@ const UQ_KEY: &str = "uq+Api/Key-16180";
 const UQ_MINT_CLIENT: &str = "uq-client-2";
 const UQ_MINT_KEY: &str = "uq+Mint/Key-57721";
 const OW_APIKEY: &str = "ow+Api/Key-14142";
+const ST_KEY: &str = "rk_test_St+Restricted/Key-17320";
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 const PAYBY_KEY_FILE: &str = "payby/merchant_private_key_pkcs1.pem";
 
@@ -198,7 +199,14 @@ fn payby_key_lines() -> Vec<String> {
         .collect()
 }
 
-fn daemon_config(el: &str, uq: &str, ow: &str, payby: &str, el_secret_line: &str) -> String {
+fn daemon_config(
+    el: &str,
+    uq: &str,
+    ow: &str,
+    payby: &str,
+    stripe: &str,
+    el_secret_line: &str,
+) -> String {
     format!(
         "global:
   poll_interval: 1h
@@ -233,6 +241,10 @@ accounts:
     private_key_file: {TESTDATA}/{PAYBY_KEY_FILE}
     payby_public_key_file: {TESTDATA}/payby/payby_public_key.pem
     currencies: [AED]
+  - name: st
+    provider: stripe
+    base_url: {stripe}
+    api_key: \"{ST_KEY}\"
 "
     )
 }
@@ -264,6 +276,9 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     use balance_exporter::providers::payby::VerifyingKey;
     use balance_exporter::providers::payby::sim::{
         PayBySim, SimAccount as PbAccount, TEST_MERCHANT_PUBLIC_KEY, TEST_PAYBY_PRIVATE_KEY,
+    };
+    use balance_exporter::providers::stripe::sim::{
+        BodyFault as StFault, SimAccount as StAccount, SimFunds, StripeSim,
     };
     use balance_exporter::providers::uqpay::sim::{
         BodyFault as UqFault, SimBalance, SimClient, UqPaySim,
@@ -310,13 +325,25 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     );
     let pb_server = pb.start().await.unwrap();
 
+    let st = StripeSim::new();
+    let mut st_account = StAccount::new(vec![SimFunds::new(
+        balance_exporter::providers::stripe::AVAILABLE,
+        "USD",
+        Ledger::fixed(Decimal::new(9, 0)),
+    )]);
+    st_account.body_faults.always(StFault::EchoCredentials);
+    st.add_account(ST_KEY, st_account);
+    let st_server = st.start().await.unwrap();
+
     let urls = (
         el_server.base_url(),
         UqPaySim::base_url(&uq_server),
         ow_server.base_url(),
         pb_server.base_url(),
+        st_server.base_url(),
     );
-    let config = |secret_line: &str| daemon_config(&urls.0, &urls.1, &urls.2, &urls.3, secret_line);
+    let config =
+        |secret_line: &str| daemon_config(&urls.0, &urls.1, &urls.2, &urls.3, &urls.4, secret_line);
     let dir = TempDir::new("secrets-daemon");
     let path = dir.write(
         "config.yml",
@@ -337,6 +364,7 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
             &common::poll_logged("uq-mint"),
             &common::poll_logged("ow"),
             &common::poll_succeeded("pb"),
+            &common::poll_logged("st"),
         ]);
         d
     })
@@ -352,6 +380,7 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     forms.extend(all_forms(Some(UQ_MINT_CLIENT), UQ_MINT_KEY));
     forms.extend(all_forms(None, OW_APIKEY));
     forms.extend(payby_key_lines());
+    forms.extend(all_forms(None, ST_KEY));
 
     let (status, metrics) = common::get(daemon.addr, "/metrics").await;
     assert_eq!(status, 200);
@@ -364,6 +393,12 @@ async fn a_daemon_polling_echoing_providers_shows_no_secret_anywhere() {
     assert!(m.expect(errors, &[("account", "uq-mint"), ("code", "redacted")]) >= 1.0);
     assert!(m.expect(errors, &[("account", "ow"), ("code", "redacted")]) >= 1.0);
     assert_eq!(m.expect("balance_up", &[("account", "pb")]), 1.0);
+    assert!(
+        m.expect(
+            errors,
+            &[("account", "st"), ("code", "authentication_error")]
+        ) >= 1.0
+    );
     assert_no_form(&metrics, &forms, "/metrics");
 
     let (status, page) = common::get(daemon.addr, "/").await;

@@ -88,6 +88,7 @@ macro_rules! with_providers {
             payby => PayBy,
             onerway => Onerway,
             uqpay => UqPay,
+            stripe => Stripe,
         }
     };
 }
