@@ -212,10 +212,12 @@ mod tests {
             last_success: Some(SystemTime::now()),
             last_poll_duration: Some(Duration::from_millis(5)),
             last_error: None,
+            history: Default::default(),
         };
         State {
             accounts: BTreeMap::from([(account.to_owned(), a)]),
             stale_after: Duration::from_secs(1800),
+            reload_failure: None,
         }
     }
 

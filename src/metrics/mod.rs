@@ -5,6 +5,7 @@
 //! [`RENDER_GAP`] between renders, and `/metrics` serves the last rendered body without
 //! touching the state.
 
+mod history;
 mod render;
 mod telemetry;
 
@@ -19,6 +20,7 @@ use flate2::write::GzEncoder;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use history::{History, Point};
 pub use telemetry::{AccountTelemetry, MAX_CODES_PER_ACCOUNT, OTHER_CODE, Telemetry};
 
 use crate::config::{AccountConfig, Threshold};
@@ -42,6 +44,8 @@ pub struct AccountState {
     pub last_success: Option<SystemTime>,
     pub last_poll_duration: Option<Duration>,
     pub last_error: Option<LastError>,
+    /// Recent values of the thresholded balances, for the status page's trend.
+    pub history: History,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +70,7 @@ impl AccountState {
             last_success: None,
             last_poll_duration: None,
             last_error: None,
+            history: History::default(),
         }
     }
 
@@ -137,7 +142,21 @@ pub struct Body {
 pub struct State {
     pub accounts: BTreeMap<String, AccountState>,
     pub stale_after: Duration,
+    /// The last reload, if it failed and none succeeded since.
+    pub reload_failure: Option<ReloadFailure>,
 }
+
+/// A reload that was refused: the running configuration stayed.
+#[derive(Debug, Clone)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    /// The configuration error's text (it quotes keys and paths, never values), capped at
+    /// [`RELOAD_FAILURE_LIMIT`] bytes.
+    pub reason: String,
+}
+
+/// How much of a reload error is kept for the status page.
+pub const RELOAD_FAILURE_LIMIT: usize = 8 * 1024;
 
 /// The shared state, its telemetry, and the rendered body.
 pub struct Metrics {
@@ -160,6 +179,7 @@ impl Metrics {
             state: Mutex::new(State {
                 accounts: BTreeMap::new(),
                 stale_after: crate::config::Global::default().stale_after,
+                reload_failure: None,
             }),
             body: RwLock::new(Body::default()),
             changed: watch::Sender::new(0),
@@ -255,6 +275,7 @@ impl Metrics {
                     .map(str::to_owned)
                     .collect();
                 a.snapshot = Some((snapshot.clone(), Instant::now()));
+                a.record_history(snapshot, SystemTime::now());
                 for (t, currency) in a.missing_balances(stale_after, Instant::now()) {
                     tracing::warn!(
                         provider = a.provider,
@@ -386,7 +407,23 @@ impl Metrics {
     /// Records the outcome of loading the configuration (at start or on reload) and re-renders.
     pub fn config_loaded(&self, successful: bool) {
         self.telemetry.config_loaded(successful);
+        if successful {
+            self.state().reload_failure = None;
+        }
         self.render_now();
+    }
+
+    /// Records a refused reload and why (the configuration error), for the status page.
+    pub fn config_load_failed(&self, reason: &str) {
+        let mut end = reason.len().min(RELOAD_FAILURE_LIMIT);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.state().reload_failure = Some(ReloadFailure {
+            at: SystemTime::now(),
+            reason: reason[..end].to_owned(),
+        });
+        self.config_loaded(false);
     }
 
     /// The last rendered exposition body.
@@ -476,6 +513,7 @@ mod tests {
             last_success: None,
             last_poll_duration: None,
             last_error: None,
+            history: History::default(),
         }
     }
 
