@@ -250,7 +250,10 @@ mod tests {
             h.record(
                 1_000 + 600 * i,
                 7,
-                &[(a, Some(i as f32)), (b, (i % 2 == 0).then_some(-(i as f32)))],
+                &[
+                    (a, Some(i as f32)),
+                    (b, (i % 2 == 0).then_some(-(i as f32))),
+                ],
             );
         }
         let kept = values(&h, a);

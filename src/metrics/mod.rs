@@ -5,7 +5,7 @@
 //! [`RENDER_GAP`] between renders, and `/metrics` serves the last rendered body without
 //! touching the state.
 
-mod history;
+pub mod history;
 mod render;
 mod telemetry;
 
@@ -54,6 +54,8 @@ pub struct LastError {
     pub class: ErrorClass,
     pub message: String,
     pub at: SystemTime,
+    /// When a poll next succeeded, if one did.
+    pub recovered: Option<SystemTime>,
 }
 
 impl AccountState {
@@ -269,6 +271,9 @@ impl Metrics {
             Ok(snapshot) => {
                 a.up = true;
                 a.last_success = Some(SystemTime::now());
+                if let Some(e) = a.last_error.as_mut() {
+                    e.recovered.get_or_insert(SystemTime::now());
+                }
                 a.known_currencies = snapshot
                     .currencies()
                     .into_iter()
@@ -293,6 +298,7 @@ impl Metrics {
                     class: error.class,
                     message: error.message.clone(),
                     at: SystemTime::now(),
+                    recovered: None,
                 });
             }
         }
