@@ -166,6 +166,8 @@ tr.down, tr.stale { background: #f6f8fa; }
 details summary { cursor: pointer; }
 details table td { border: none; padding: 0.1em 0.5em; }
 svg { vertical-align: middle; }
+.trend { display: flex; gap: 0.5em; align-items: center; }
+.nowrap { white-space: nowrap; }
 @media (max-width: 700px) {
   body { margin: 0.5em; }
   table.balances thead, table.accounts thead { display: none; }
@@ -216,9 +218,32 @@ fn rows(state: &State, now: Instant) -> Vec<Row<'_>> {
             });
         }
     }
-    // Stable: within a severity, accounts by name and thresholds in their order.
-    rows.sort_by_key(|r| r.severity);
+    // Within a severity, the balance closest to its thresholds first; then accounts by name
+    // and thresholds in their order (a stable sort).
+    rows.sort_by(|a, b| {
+        a.severity
+            .cmp(&b.severity)
+            .then(closeness(a).total_cmp(&closeness(b)))
+    });
     rows
+}
+
+/// The amount over its highest threshold (lower is closer to trouble); infinite where there
+/// is nothing to compare.
+fn closeness(row: &Row<'_>) -> f64 {
+    let Some(g) = &row.balance else {
+        return f64::INFINITY;
+    };
+    let top = [g.threshold.warning, g.threshold.critical]
+        .into_iter()
+        .flatten()
+        .max();
+    match (g.amount, top) {
+        (Some(v), Some(top)) if top > Decimal::ZERO => {
+            crate::money::to_gauge(v) / crate::money::to_gauge(top)
+        }
+        _ => f64::INFINITY,
+    }
 }
 
 /// How an account stands as a whole: down, stale, pending or fine.
@@ -303,7 +328,7 @@ fn balance_row(html: &mut String, row: &Row<'_>, wall: SystemTime) {
     let _ = write!(
         html,
         "<tr class=\"{class}\"><td data-label=\"state\"><span class=\"badge {class}\">{word}</span></td>\
-         <td data-label=\"account\"><a href=\"#account-{id}\">{name}</a> <span class=\"muted small\">{provider}</span>{note}</td>",
+         <td data-label=\"account\"><a href=\"#account-{id}\">{name}</a><br><span class=\"muted small\">{provider}</span>{note}</td>",
         word = row.severity.word(),
         id = escape(&a.account),
         name = escape(&a.account),
@@ -355,8 +380,8 @@ fn balance_row(html: &mut String, row: &Row<'_>, wall: SystemTime) {
     let points = history_points(a, t.kind, g.currency, wall);
     let _ = writeln!(
         html,
-        "<td data-label=\"balance\">{currency} {kind}</td><td data-label=\"amount\" class=\"num\">{amount}</td>\
-         <td data-label=\"thresholds\" class=\"small\">{thresholds}</td><td data-label=\"headroom\">{headroom}</td>\
+        "<td data-label=\"balance\" class=\"nowrap\">{currency} {kind}</td><td data-label=\"amount\" class=\"num\">{amount}</td>\
+         <td data-label=\"thresholds\" class=\"small nowrap\">{thresholds}</td><td data-label=\"headroom\">{headroom}</td>\
          <td data-label=\"last hour\">{trend}</td></tr>",
         currency = escape(g.currency),
         kind = escape(t.kind),
@@ -458,9 +483,18 @@ fn trend(points: &[Point], t: &Threshold) -> String {
     if points.len() < 2 || span == 0 {
         return "<span class=\"muted small\">one point so far</span>".to_owned();
     }
-    let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
-        (lo.min(f64::from(p.value)), hi.max(f64::from(p.value)))
-    });
+    // The scale reaches down to the lowest threshold: a fall of a few units in a large
+    // balance stays a flat line, and the line's height shows the headroom left.
+    let floor = [t.critical, t.warning]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(crate::money::to_gauge);
+    let (lo, hi) = points
+        .iter()
+        .fold((floor.unwrap_or(f64::MAX), f64::MIN), |(lo, hi), p| {
+            (lo.min(f64::from(p.value)), hi.max(f64::from(p.value)))
+        });
     const W: f64 = 120.0;
     const H: f64 = 28.0;
     let y = |v: f64| {
@@ -479,10 +513,10 @@ fn trend(points: &[Point], t: &Threshold) -> String {
         .collect();
     let per_second = (f64::from(last.value) - f64::from(first.value)) / f64::from(span);
     let over = if span >= 50 * 60 {
-        "the last hour's rate".to_owned()
+        "at the last hour's rate".to_owned()
     } else {
         format!(
-            "the rate of the last {}",
+            "at the last {}'s rate",
             coarse(Duration::from_secs(span.into()))
         )
     };
@@ -494,21 +528,23 @@ fn trend(points: &[Point], t: &Threshold) -> String {
     } else {
         let to = |target: f64| Duration::try_from_secs_f64((current - target) / -per_second).ok();
         let mut text = match to(0.0) {
-            Some(d) => format!("~{} to zero at {over}", coarse(d)),
+            Some(d) => format!("~{} to zero", coarse(d)),
             None => "not falling".to_owned(),
         };
         let critical = t.critical.map(crate::money::to_gauge);
         if let Some(c) = critical.filter(|c| current > *c)
             && let Some(d) = to(c)
         {
-            let _ = write!(text, "; critical in ~{}", coarse(d));
+            let _ = write!(text, ", critical in ~{}", coarse(d));
         }
+        let _ = write!(text, "<br><span class=\"muted\">{over}</span>");
         text
     };
     format!(
-        "<svg width=\"120\" height=\"28\" viewBox=\"0 0 120 28\" role=\"img\" aria-label=\"trend\">\
-         <title>{n} points over {span}</title><polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" points=\"{line}\"/></svg>\
-         <br><span class=\"small\">{runway}</span>",
+        "<div class=\"trend\"><svg width=\"120\" height=\"28\" viewBox=\"0 0 120 28\" role=\"img\" aria-label=\"trend\">\
+         <title>{n} points over {span}</title><rect width=\"120\" height=\"28\" fill=\"#f6f8fa\"/>\
+         <polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" points=\"{line}\"/></svg> \
+         <span class=\"small\">{runway}</span></div>",
         n = points.len(),
         span = coarse(Duration::from_secs(span.into())),
         line = line.join(" "),
@@ -1058,8 +1094,9 @@ mod tests {
             "{row}"
         );
         assert!(
-            row.contains("~6 h to zero at the last hour&#39;s rate; critical in ~4 h")
-                || row.contains("~6 h to zero at the last hour's rate; critical in ~4 h"),
+            row.contains(
+                "~6 h to zero, critical in ~4 h<br><span class=\"muted\">at the last hour's rate"
+            ),
             "{row}"
         );
         // Points older than an hour are not part of the trend.
