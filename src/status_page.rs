@@ -516,7 +516,7 @@ fn trend(points: &[Point], t: &Threshold) -> String {
         "at the last hour's rate".to_owned()
     } else {
         format!(
-            "at the last {}'s rate",
+            "at the rate of the last {}",
             coarse(Duration::from_secs(span.into()))
         )
     };
