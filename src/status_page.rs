@@ -108,11 +108,11 @@ pub fn render(state: &State, telemetry_path: &str, reloadable: bool, lifecycle: 
         },
     );
     if let Some(failure) = &state.reload_failure {
-        let _ = write!(
+        let _ = writeln!(
             html,
             "<div class=\"banner\" role=\"alert\"><p><strong>RELOAD FAILED</strong> at {at} ({ago} ago): \
              the configuration file was refused and the previous configuration is still running. \
-             Fix the file and reload again.</p><pre>{reason}</pre></div>\n",
+             Fix the file and reload again.</p><pre>{reason}</pre></div>",
             at = humantime::format_rfc3339_seconds(failure.at),
             ago = age(failure.at, wall),
             reason = escape(&failure.reason),
