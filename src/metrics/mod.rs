@@ -108,14 +108,10 @@ impl AccountState {
         let Some(snapshot) = self.fresh_snapshot(stale_after, now) else {
             return Vec::new();
         };
-        let mut out: Vec<(&Threshold, &str)> = Vec::new();
-        for (t, currency) in self.resolved_thresholds() {
-            let listed = out.iter().any(|(o, c)| o.kind == t.kind && *c == currency);
-            if !listed && !snapshot.has(currency, t.kind) {
-                out.push((t, currency));
-            }
-        }
-        out
+        self.thresholded_balances()
+            .into_iter()
+            .filter(|(t, currency)| !snapshot.has(currency, t.kind))
+            .collect()
     }
 }
 
