@@ -138,7 +138,10 @@ pub async fn main() -> ExitCode {
         let result = config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|config| scheduler.apply(&config).map_err(|e| e.to_string()));
-        scheduler.metrics().config_loaded(result.is_ok());
+        match &result {
+            Ok(_) => scheduler.metrics().config_loaded(true),
+            Err(e) => scheduler.metrics().config_load_failed(e),
+        }
         match &result {
             Ok(applied) => tracing::info!(
                 file = %path.display(),

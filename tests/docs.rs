@@ -880,10 +880,7 @@ fn links(text: &str) -> Vec<(usize, String)> {
 
 /// Files the README links that another branch of this change produces; each is removed from
 /// here when it lands (the test fails once it exists, as a reminder).
-const AWAITED: &[&str] = &[
-    // The status page screenshot of the headless-browser test (the statuspage work).
-    "docs/status-page.png",
-];
+const AWAITED: &[&str] = &[];
 
 #[test]
 fn every_relative_link_resolves() {

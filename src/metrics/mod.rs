@@ -5,6 +5,7 @@
 //! [`RENDER_GAP`] between renders, and `/metrics` serves the last rendered body without
 //! touching the state.
 
+pub mod history;
 mod render;
 mod telemetry;
 
@@ -19,6 +20,7 @@ use flate2::write::GzEncoder;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use history::{History, Point};
 pub use telemetry::{AccountTelemetry, MAX_CODES_PER_ACCOUNT, OTHER_CODE, Telemetry};
 
 use crate::config::{AccountConfig, Threshold};
@@ -42,6 +44,8 @@ pub struct AccountState {
     pub last_success: Option<SystemTime>,
     pub last_poll_duration: Option<Duration>,
     pub last_error: Option<LastError>,
+    /// Recent values of the thresholded balances, for the status page's trend.
+    pub history: History,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +54,8 @@ pub struct LastError {
     pub class: ErrorClass,
     pub message: String,
     pub at: SystemTime,
+    /// When a poll next succeeded, if one did.
+    pub recovered: Option<SystemTime>,
 }
 
 impl AccountState {
@@ -66,6 +72,7 @@ impl AccountState {
             last_success: None,
             last_poll_duration: None,
             last_error: None,
+            history: History::default(),
         }
     }
 
@@ -101,14 +108,10 @@ impl AccountState {
         let Some(snapshot) = self.fresh_snapshot(stale_after, now) else {
             return Vec::new();
         };
-        let mut out: Vec<(&Threshold, &str)> = Vec::new();
-        for (t, currency) in self.resolved_thresholds() {
-            let listed = out.iter().any(|(o, c)| o.kind == t.kind && *c == currency);
-            if !listed && !snapshot.has(currency, t.kind) {
-                out.push((t, currency));
-            }
-        }
-        out
+        self.thresholded_balances()
+            .into_iter()
+            .filter(|(t, currency)| !snapshot.has(currency, t.kind))
+            .collect()
     }
 }
 
@@ -137,7 +140,21 @@ pub struct Body {
 pub struct State {
     pub accounts: BTreeMap<String, AccountState>,
     pub stale_after: Duration,
+    /// The last reload, if it failed and none succeeded since.
+    pub reload_failure: Option<ReloadFailure>,
 }
+
+/// A reload that was refused: the running configuration stayed.
+#[derive(Debug, Clone)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    /// The configuration error's text (it quotes keys and paths, never values), capped at
+    /// [`RELOAD_FAILURE_LIMIT`] bytes.
+    pub reason: String,
+}
+
+/// How much of a reload error is kept for the status page.
+pub const RELOAD_FAILURE_LIMIT: usize = 8 * 1024;
 
 /// The shared state, its telemetry, and the rendered body.
 pub struct Metrics {
@@ -160,6 +177,7 @@ impl Metrics {
             state: Mutex::new(State {
                 accounts: BTreeMap::new(),
                 stale_after: crate::config::Global::default().stale_after,
+                reload_failure: None,
             }),
             body: RwLock::new(Body::default()),
             changed: watch::Sender::new(0),
@@ -249,12 +267,16 @@ impl Metrics {
             Ok(snapshot) => {
                 a.up = true;
                 a.last_success = Some(SystemTime::now());
+                if let Some(e) = a.last_error.as_mut() {
+                    e.recovered.get_or_insert(SystemTime::now());
+                }
                 a.known_currencies = snapshot
                     .currencies()
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
                 a.snapshot = Some((snapshot.clone(), Instant::now()));
+                a.record_history(snapshot, SystemTime::now());
                 for (t, currency) in a.missing_balances(stale_after, Instant::now()) {
                     tracing::warn!(
                         provider = a.provider,
@@ -272,6 +294,7 @@ impl Metrics {
                     class: error.class,
                     message: error.message.clone(),
                     at: SystemTime::now(),
+                    recovered: None,
                 });
             }
         }
@@ -386,7 +409,23 @@ impl Metrics {
     /// Records the outcome of loading the configuration (at start or on reload) and re-renders.
     pub fn config_loaded(&self, successful: bool) {
         self.telemetry.config_loaded(successful);
+        if successful {
+            self.state().reload_failure = None;
+        }
         self.render_now();
+    }
+
+    /// Records a refused reload and why (the configuration error), for the status page.
+    pub fn config_load_failed(&self, reason: &str) {
+        let mut end = reason.len().min(RELOAD_FAILURE_LIMIT);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.state().reload_failure = Some(ReloadFailure {
+            at: SystemTime::now(),
+            reason: reason[..end].to_owned(),
+        });
+        self.config_loaded(false);
     }
 
     /// The last rendered exposition body.
@@ -476,6 +515,7 @@ mod tests {
             last_success: None,
             last_poll_duration: None,
             last_error: None,
+            history: History::default(),
         }
     }
 
