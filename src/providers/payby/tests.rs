@@ -88,13 +88,13 @@ fn key_problems_name_the_key_they_came_from() {
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].private_key_file: not an RSA key")),
+            .any(|e| e.starts_with("accounts[0] (payby-ae).private_key_file: not an RSA key")),
         "{errors:?}"
     );
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].payby_public_key: ")),
+            .any(|e| e.starts_with("accounts[0] (payby-ae).payby_public_key: ")),
         "{errors:?}"
     );
 
@@ -107,7 +107,9 @@ fn key_problems_name_the_key_they_came_from() {
     .unwrap_err();
     assert_eq!(
         errors,
-        ["accounts[0].private_key_file: the RSA key has 1024 bits; at least 2048 are required"]
+        [
+            "accounts[0] (payby-ae).private_key_file: the RSA key has 1024 bits; at least 2048 are required"
+        ]
     );
 
     // A public key where the private key belongs.
@@ -119,7 +121,7 @@ fn key_problems_name_the_key_they_came_from() {
     ))
     .unwrap_err();
     assert!(
-        errors[0].starts_with("accounts[0].private_key_file: not an RSA private key"),
+        errors[0].starts_with("accounts[0] (payby-ae).private_key_file: not an RSA private key"),
         "{errors:?}"
     );
 }
@@ -140,7 +142,9 @@ fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
     .unwrap_err();
     assert_eq!(
         errors,
-        ["accounts[0].payby_public_key: the RSA key has 1024 bits; at least 2048 are required"]
+        [
+            "accounts[0] (payby-ae).payby_public_key: the RSA key has 1024 bits; at least 2048 are required"
+        ]
     );
     // Both at once: each names its own field, no key material.
     let dir = std::env::temp_dir().join(format!("payby-1024-{}", std::process::id()));
@@ -163,8 +167,8 @@ fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
     assert_eq!(
         errors,
         [
-            "accounts[0].private_key_file: the RSA key has 1024 bits; at least 2048 are required",
-            "accounts[0].payby_public_key_file: the RSA key has 1024 bits; at least 2048 are required"
+            "accounts[0] (payby-ae).private_key_file: the RSA key has 1024 bits; at least 2048 are required",
+            "accounts[0] (payby-ae).payby_public_key_file: the RSA key has 1024 bits; at least 2048 are required"
         ]
     );
 }
@@ -172,7 +176,10 @@ fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
 #[test]
 fn currencies_are_required_and_checked() {
     let errors = parse(&account(KEYS)).unwrap_err();
-    assert_eq!(errors, ["accounts[0].currencies: required but missing"]);
+    assert_eq!(
+        errors,
+        ["accounts[0] (payby-ae).currencies: required but missing"]
+    );
     let errors = parse(&account(&format!(
         "{KEYS}    currencies: [AED, A1D, aed]\n"
     )))
@@ -180,8 +187,8 @@ fn currencies_are_required_and_checked() {
     assert_eq!(
         errors,
         [
-            "accounts[0].currencies[1]: \"A1D\" is not a currency code like USD",
-            "accounts[0].currencies[2]: AED is listed twice"
+            "accounts[0] (payby-ae).currencies[1]: \"A1D\" is not a currency code like USD",
+            "accounts[0] (payby-ae).currencies[2]: AED is listed twice"
         ]
     );
     let errors = parse(&account(&format!(
@@ -191,13 +198,13 @@ fn currencies_are_required_and_checked() {
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].environment:")),
+            .any(|e| e.starts_with("accounts[0] (payby-ae).environment:")),
         "{errors:?}"
     );
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].partner_id_typo: unknown key"))
+            .any(|e| e.starts_with("accounts[0] (payby-ae).partner_id_typo: unknown key"))
     );
 }
 
