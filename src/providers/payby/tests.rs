@@ -315,13 +315,33 @@ fn unsigned_answers_are_believed_only_as_generic_gateway_errors() {
     for body in [
         head("FAIL", "78001", "CURRENCY_CODE_NOT_SUPPORTED"),
         r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"},"body":{"balanceList":[]}}"#.to_owned(),
-        "not json".to_owned(),
         "{}".to_owned(),
     ] {
         let error = interpret(&response(200, &body, None), &public).unwrap_err();
         assert_eq!((error.code.as_str(), error.class), (SIGNATURE_MISSING, ErrorClass::Signature), "{body}");
         let error = interpret(&response(200, &body, Some("  ")), &public).unwrap_err();
         assert_eq!(error.code, SIGNATURE_MISSING);
+    }
+    // What is not JSON at all (a login page, a proxy's page) PayBy's API did not write: a
+    // decode error quoting it, not a signature problem that sends the operator to the keys.
+    for body in [
+        "not json",
+        "<html><head><title>Gateway login</title></head></html>",
+    ] {
+        let error = interpret(&response(200, body, None), &public).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("decode", ErrorClass::Decode),
+            "{body}"
+        );
+        assert!(error.message.ends_with(body), "{}", error.message);
+        assert!(
+            error
+                .message
+                .starts_with("an unsigned answer that is not JSON: no content type: "),
+            "{}",
+            error.message
+        );
     }
     // A proxy's error page is an HTTP failure; unsigned, it is a server failure whatever the
     // status says.
