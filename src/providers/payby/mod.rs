@@ -539,7 +539,7 @@ fn read_answer(response: &Response) -> Result<Vec<(String, Option<Decimal>)>, Pr
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),
-        Err(e) => return Err(response.decode_error(format_args!("unexpected answer ({e})"))),
+        Err(e) => return Err(response.decode_error(format_args!("not the JSON expected ({e})"))),
     };
     let Some(head) = envelope.head else {
         return Err(if response.is_success() {
