@@ -882,6 +882,154 @@ mod tests {
         );
     }
 
+    fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut response = response_with(headers);
+        response.status = status;
+        response.body = Bytes::copy_from_slice(body);
+        response
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_json_expected_is_quoted_with_its_content_type() {
+        let page = answer(
+            200,
+            &[("content-type", "text/html; charset=utf-8")],
+            b"<html>\r\n  <head><title>Gateway login</title>\t</head>\x1b[2J\xe2\x80\xae\xff",
+        );
+        let error = page.json::<serde_json::Value>().unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("decode", ErrorClass::Decode)
+        );
+        assert_eq!(
+            error.message,
+            "not the JSON expected (expected value at line 1 column 1): text/html; charset=utf-8: \
+             <html> <head><title>Gateway login</title> </head>\\u{1b}[2J\\u{202e}\u{fffd}"
+        );
+        let bare = answer(200, &[], b"");
+        assert_eq!(
+            bare.json::<serde_json::Value>().unwrap_err().message,
+            "not the JSON expected (EOF while parsing a value at line 1 column 0): no content type, empty body"
+        );
+        // Well-formed JSON of the wrong shape says so too, with what it was.
+        let wrong = answer(200, &[("content-type", "application/json")], br#"{"a":1}"#);
+        let error = wrong.json::<Vec<u8>>().unwrap_err();
+        assert!(
+            error.message.ends_with(r#"(invalid type: map, expected a sequence at line 1 column 0): application/json: {"a":1}"#),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn the_start_of_a_long_body_is_capped_and_scrubbing_makes_the_cut() {
+        let secret = Secret::new("abcdefghij-secret");
+        // ASCII: the message is longer than scrubbing keeps, which cuts it after redacting.
+        let mut body = "x".repeat(BODY_START_LIMIT - 5).into_bytes();
+        body.extend_from_slice(b"abcdefghij-secret and more");
+        let long = answer(200, &[("content-type", "text/plain")], &body);
+        let quoted = long.body_start();
+        assert!(
+            quoted.len() <= "text/plain: ".len() + BODY_START_LIMIT,
+            "{quoted}"
+        );
+        let error = scrub_error(
+            long.json::<serde_json::Value>().unwrap_err(),
+            &[secret.clone()],
+        );
+        assert!(error.message.ends_with("xxx..."), "{}", error.message);
+        assert_eq!(error.message.chars().count(), MESSAGE_LIMIT + 3);
+        // Four-byte characters: the cut is body_start's own, at the end of a short message,
+        // in the middle of an echoed secret; what is left of the secret is redacted.
+        let mut body = "\u{1d11e}".repeat((BODY_START_LIMIT - 8) / 4).into_bytes();
+        body.extend_from_slice(b"abcdefghij-secret");
+        let wide = answer(200, &[("content-type", "text/plain")], &body);
+        let error = scrub_error(wide.json::<serde_json::Value>().unwrap_err(), &[secret]);
+        assert!(
+            error.message.chars().count() < MESSAGE_LIMIT,
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.ends_with("\u{1d11e}<redacted>"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_redirect_names_its_location_and_other_statuses_quote_the_body() {
+        let moved = answer(
+            301,
+            &[
+                ("location", "https://api.example/v1/balance"),
+                ("content-type", "text/html"),
+            ],
+            b"<html>Moved</html>",
+        );
+        let error = moved.status_error();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("http_301", ErrorClass::Client)
+        );
+        assert_eq!(
+            error.message,
+            "HTTP 301: redirects are not followed: set base_url to the address it points to \
+             (https:// for http://?); Location: https://api.example/v1/balance"
+        );
+        assert!(!error.is_retryable());
+        assert_eq!(
+            answer(307, &[], b"").status_error().message,
+            "HTTP 307 without a Location: redirects are not followed"
+        );
+        let proxy = answer(
+            502,
+            &[("content-type", "text/html")],
+            b"<html>Bad Gateway</html>\n",
+        );
+        assert_eq!(
+            proxy.status_error().message,
+            "HTTP 502: text/html: <html>Bad Gateway</html>"
+        );
+        assert_eq!(answer(503, &[], b"").status_error().message, "HTTP 503");
+    }
+
+    /// A redirect ends the call whatever the provider's `interpret` would make of it, after
+    /// one attempt: the client never follows it.
+    #[cfg(feature = "demo")]
+    #[tokio::test]
+    async fn a_call_refuses_a_redirect_once_without_following_it() {
+        use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
+        struct Moved;
+        #[async_trait::async_trait]
+        impl SimHandler for Moved {
+            async fn handle(&self, _: &SimRequest) -> SimResponse {
+                let fault = Fault::https_redirect("http://127.0.0.1:1/v1/balance");
+                neutral_fault(&fault).await.unwrap()
+            }
+        }
+        let server = SimServer::start(Arc::new(Moved)).await.unwrap();
+        let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
+        let observer = CountingObserver::new("a");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = PollContext::new(&client, &observer, &[], deadline, 100);
+        let url = server.base_url();
+        let error = http
+            .call("balance", |c| Ok(c.get(&url)), |_| Ok(()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, "http_301");
+        assert!(
+            error
+                .message
+                .ends_with("Location: https://127.0.0.1:1/v1/balance"),
+            "{}",
+            error.message
+        );
+        assert_eq!(server.request_count(), 1);
+        assert_eq!(observer.errors(), ["http_301"]);
+    }
+
     /// A 429 whose `Retry-After` overflows `Instant + Duration` ends the call with the rate
     /// limit (clamped), without a panic and without another attempt.
     #[cfg(feature = "demo")]
