@@ -702,6 +702,192 @@ accounts:
     }
 
     #[test]
+    fn an_unknown_provider_is_one_error_with_the_closest_name() {
+        let text = "
+accounts:
+  - name: payby-ae
+    provider: paybi
+    environment: uat
+    partner_id: 200000018128
+    private_key_file: payby/merchant_private_key_pkcs1.pem
+    payby_public_key_file: payby/payby_public_key.pem
+    currencies: [AED]
+    thresholds:
+      - currency: AED
+        critical: 1000
+";
+        let found = problems(text);
+        assert_eq!(
+            found,
+            [
+                "accounts[0] (payby-ae).provider: unknown provider \"paybi\": did you mean payby? \
+                 (known providers: engagelab, payby, onerway, uqpay; the account's other keys are \
+                 checked once it names one)"
+                    .replace("engagelab, payby, onerway, uqpay", &known_providers())
+            ]
+        );
+        // Case is a slip too; a name like no other gets the list only.
+        assert!(problems(&text.replace("paybi", "PayBy"))[0].contains(": did you mean payby? ("));
+        let far = problems(&text.replace("paybi", "stripe-ish-thing"));
+        assert_eq!(far.len(), 1, "{far:?}");
+        assert!(!far[0].contains("did you mean"), "{far:?}");
+        // No provider at all: the same, one error.
+        let missing = problems(&text.replace("    provider: paybi\n", ""));
+        assert_eq!(
+            missing,
+            ["accounts[0] (payby-ae).provider: required but missing"]
+        );
+    }
+
+    /// The registered providers, as the message lists them (others are being added).
+    fn known_providers() -> String {
+        crate::providers::PROVIDERS
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_closest_known_key_when_one_is_close() {
+        let found = problems(&format!(
+            "global:\n  pol_interval: 5m\n  colour: blue\n{SMS}    dev_secert_file: x\n    thresholds:\n      - warnign: 5\n"
+        ));
+        assert_reported(
+            &found,
+            &[
+                "global.pol_interval: unknown key; did you mean poll_interval? (expected one of: max_concurrent_requests, poll_interval,",
+                "global.colour: unknown key (expected one of:",
+                "accounts[0] (sms-main).dev_secert_file: unknown key; did you mean dev_secret_file? (expected one of:",
+                "accounts[0] (sms-main).thresholds[0].warnign: unknown key; did you mean warning? (expected one of: kind, currency, warning, critical)",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_bare_number_for_a_duration_says_how_to_write_it() {
+        let found = problems(&format!(
+            "global:\n  poll_interval: 300\n  stale_after: \"90\"\n  request_timeout: [1]\n{SMS}    poll_interval: -5\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "global.poll_interval: 300 has no unit: write 300s (durations are written like 30s, 5m or 1h)",
+                "global.request_timeout: expected a duration, found a list (durations are written like 30s, 5m or 1h)",
+                "global.stale_after: \"90\" has no unit: write 90s (durations are written like 30s, 5m or 1h)",
+                "accounts[0] (sms-main).poll_interval: expected a duration, found the number -5 (durations are written like 30s, 5m or 1h)",
+            ]
+        );
+        let toml = "[global]\npoll_interval = 2.5\n";
+        let found = parse(toml, Format::Toml, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            found.starts_with("global.poll_interval: 2.5 has no unit: write 2.5s"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn toml_in_a_yaml_file_or_yaml_in_a_toml_file_says_so() {
+        let as_yaml = parse_yaml(OTP_TOML).unwrap_err().to_string();
+        assert!(
+            as_yaml.starts_with("cannot parse the file: ")
+                && as_yaml.ends_with(
+                    "; it reads as TOML: name the file .toml (the format follows the file's extension)"
+                ),
+            "{as_yaml}"
+        );
+        // A TOML file that starts with its accounts fails differently in YAML; same hint.
+        let accounts_first = &OTP_TOML[OTP_TOML.find("[[accounts]]").unwrap()..];
+        let as_yaml = parse_yaml(accounts_first).unwrap_err().to_string();
+        assert!(
+            as_yaml.contains("; it reads as TOML: name the file .toml"),
+            "{as_yaml}"
+        );
+        let as_toml = parse(SMS, Format::Toml, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            as_toml.ends_with(
+                "; it reads as YAML: name the file .yml (the format follows the file's extension)"
+            ),
+            "{as_toml}"
+        );
+        // A plain syntax error in the right format gets no such hint.
+        let broken = parse_yaml("accounts: [").unwrap_err().to_string();
+        assert!(!broken.contains("it reads as"), "{broken}");
+    }
+
+    #[test]
+    fn relative_paths_are_shown_resolved_and_a_missing_file_says_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("be-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("exporter.yml");
+        std::fs::write(
+            &file,
+            SMS.replace("dev_secret: s3cr3t-value", "dev_secret_file: secrets/dev"),
+        )
+        .unwrap();
+        let found = load(&file).unwrap_err().to_string();
+        let expected = format!(
+            "accounts[0] (sms-main).dev_secret_file: cannot read {}: ",
+            dir.join("secrets/dev").display()
+        );
+        assert!(found.starts_with(&expected), "{found}");
+        // A relative base directory is resolved against the working directory.
+        let relative = parse(
+            &SMS.replace(
+                "dev_secret: s3cr3t-value",
+                "dev_secret_file: no-such-secret",
+            ),
+            Format::Yaml,
+            Path::new(""),
+        )
+        .unwrap_err()
+        .to_string();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            relative.contains(&format!(
+                "cannot read {}: ",
+                cwd.join("no-such-secret").display()
+            )),
+            "{relative}"
+        );
+        let missing = load(&dir.join("nothing-here.yml")).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            missing.starts_with(&format!(
+                "cannot read {}: ",
+                dir.join("nothing-here.yml").display()
+            )) && missing.ends_with(
+                ": point --config.file at your configuration file, or try --demo, which needs none"
+            ),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn closest_is_only_a_near_miss() {
+        let keys = ["poll_interval", "stale_after", "max_currencies"];
+        assert_eq!(closest("poll_intreval", keys), Some("poll_interval"));
+        assert_eq!(closest("Poll_Interval", keys), Some("poll_interval"));
+        assert_eq!(closest("stale", keys), None);
+        assert_eq!(closest("colour", keys), None);
+        assert_eq!(
+            closest("poll_interval", keys),
+            None,
+            "an exact match is no suggestion"
+        );
+        assert_eq!(
+            closest("uqpy", ["engagelab", "payby", "uqpay"]),
+            Some("uqpay")
+        );
+        assert_eq!(closest(&"x".repeat(10_000), keys), None);
+        assert_eq!(closest("", keys), None);
+    }
+
+    #[test]
     fn threshold_problems_name_the_threshold() {
         let found = problems(&format!(
             "{SMS}    thresholds:
