@@ -507,7 +507,9 @@ async fn reload_applies_a_valid_config_and_keeps_running_on_a_broken_one() {
     let (status, body) = post(daemon.addr).await;
     assert_eq!(status, 500);
     assert!(
-        body.contains("accounts[0] (broken).provider: unknown provider \"nope\" (known providers: "),
+        body.contains(
+            "accounts[0] (broken).provider: unknown provider \"nope\" (known providers: "
+        ),
         "{body}"
     );
     let m = Exposition::parse(&get(daemon.addr, "/metrics").await.1);

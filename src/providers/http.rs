@@ -935,7 +935,7 @@ mod tests {
         );
         let error = scrub_error(
             long.json::<serde_json::Value>().unwrap_err(),
-            &[secret.clone()],
+            std::slice::from_ref(&secret),
         );
         assert!(error.message.ends_with("xxx..."), "{}", error.message);
         assert_eq!(error.message.chars().count(), MESSAGE_LIMIT + 3);
