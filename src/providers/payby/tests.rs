@@ -284,6 +284,29 @@ fn success_needs_both_apply_status_and_code_zero() {
     );
 }
 
+/// The simulator's truncated and garbage bodies (faults the soak test mixes in) come unsigned
+/// and are not JSON: decode errors, as from the other providers.
+#[tokio::test]
+async fn an_unsigned_cut_or_garbage_body_is_a_decode_error() {
+    use crate::sim::{Fault, neutral_fault};
+    let (_, public) = payby_key();
+    for fault in [Fault::Malformed, Fault::Garbage] {
+        let answer = neutral_fault(&fault).await.unwrap();
+        let unsigned = Response::new(
+            200,
+            HeaderMap::new(),
+            answer.body,
+            std::time::SystemTime::now(),
+        );
+        let error = interpret(&unsigned, &public).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("decode", ErrorClass::Decode),
+            "{fault:?}"
+        );
+    }
+}
+
 #[test]
 fn unsigned_answers_are_believed_only_as_generic_gateway_errors() {
     let (_, public) = payby_key();
