@@ -5,7 +5,8 @@
 //!
 //! serde stops at the first error; `--config.check` must print all of them. So each section is
 //! taken apart here: every key is deserialized on its own, problems are recorded as
-//! `accounts[2].dev_key: ...`, and whatever key nobody asked for is reported as unknown.
+//! `accounts[2] (sms-main).dev_key: ...`, and whatever key nobody asked for is reported as
+//! unknown (with the closest known key when one is close).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use serde::de::DeserializeOwned;
 
 use crate::secret::Secret;
 
-/// One problem in the configuration, located by its path (`accounts[2].private_key_file`).
+/// One problem in the configuration, located by its path
+/// (`accounts[2] (payby-ae).private_key_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
