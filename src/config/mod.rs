@@ -228,18 +228,19 @@ pub fn parse_mapping(text: &str, format: Format) -> Result<Dict, ConfigErrors> {
             }
         }
     };
-    let hint = match format {
-        Format::Yaml if reads_as_config(Format::Toml, text) => {
-            "; it reads as TOML: name the file .toml (the format follows the file's extension)"
-        }
-        Format::Toml if reads_as_config(Format::Yaml, text) => {
-            "; it reads as YAML: name the file .yml (the format follows the file's extension)"
-        }
-        _ => "",
+    // The file's text in the other format: the fix first, the parser's complaint after.
+    let message = match format {
+        Format::Yaml if reads_as_config(Format::Toml, text) => format!(
+            "cannot parse the file as YAML: it reads as TOML: name the file .toml (the format follows the file's extension); as YAML: {problem}"
+        ),
+        Format::Toml if reads_as_config(Format::Yaml, text) => format!(
+            "cannot parse the file as TOML: it reads as YAML: name the file .yml (the format follows the file's extension); as TOML: {problem}"
+        ),
+        _ => format!("cannot parse the file: {problem}"),
     };
     Err(ConfigErrors(vec![ConfigError {
         path: String::new(),
-        message: format!("cannot parse the file: {problem}{hint}"),
+        message,
     }]))
 }
 
@@ -792,25 +793,26 @@ accounts:
     fn toml_in_a_yaml_file_or_yaml_in_a_toml_file_says_so() {
         let as_yaml = parse_yaml(OTP_TOML).unwrap_err().to_string();
         assert!(
-            as_yaml.starts_with("cannot parse the file: ")
-                && as_yaml.ends_with(
-                    "; it reads as TOML: name the file .toml (the format follows the file's extension)"
-                ),
+            as_yaml.starts_with(
+                "cannot parse the file as YAML: it reads as TOML: name the file .toml (the format follows the file's extension); as YAML: "
+            ),
             "{as_yaml}"
         );
         // A TOML file that starts with its accounts fails differently in YAML; same hint.
         let accounts_first = &OTP_TOML[OTP_TOML.find("[[accounts]]").unwrap()..];
         let as_yaml = parse_yaml(accounts_first).unwrap_err().to_string();
         assert!(
-            as_yaml.contains("; it reads as TOML: name the file .toml"),
+            as_yaml.starts_with(
+                "cannot parse the file as YAML: it reads as TOML: name the file .toml"
+            ),
             "{as_yaml}"
         );
         let as_toml = parse(SMS, Format::Toml, Path::new("."))
             .unwrap_err()
             .to_string();
         assert!(
-            as_toml.ends_with(
-                "; it reads as YAML: name the file .yml (the format follows the file's extension)"
+            as_toml.starts_with(
+                "cannot parse the file as TOML: it reads as YAML: name the file .yml (the format follows the file's extension); as TOML: line "
             ),
             "{as_toml}"
         );
