@@ -123,10 +123,11 @@ pub async fn main() -> ExitCode {
         if let Some(path) = &args.web_config_file {
             println!("{}: web configuration is valid", path.display());
         }
+        let accounts = config.accounts.len();
         println!(
-            "{}: configuration is valid ({} accounts)",
+            "{}: configuration is valid ({accounts} account{})",
             args.config_file.display(),
-            config.accounts.len()
+            if accounts == 1 { "" } else { "s" }
         );
         return ExitCode::SUCCESS;
     }

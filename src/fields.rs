@@ -5,7 +5,8 @@
 //!
 //! serde stops at the first error; `--config.check` must print all of them. So each section is
 //! taken apart here: every key is deserialized on its own, problems are recorded as
-//! `accounts[2].dev_key: ...`, and whatever key nobody asked for is reported as unknown.
+//! `accounts[2] (sms-main).dev_key: ...`, and whatever key nobody asked for is reported as
+//! unknown (with the closest known key when one is close).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use serde::de::DeserializeOwned;
 
 use crate::secret::Secret;
 
-/// One problem in the configuration, located by its path (`accounts[2].private_key_file`).
+/// One problem in the configuration, located by its path
+/// (`accounts[2] (payby-ae).private_key_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
@@ -60,10 +62,20 @@ pub struct Problems {
 }
 
 impl Problems {
+    /// `base_dir` is made absolute (not canonical: symlinks stay as written), so that a file
+    /// that cannot be read is named where it was looked for, not relative to an unknown
+    /// working directory.
     pub fn new(base_dir: &Path) -> Self {
+        // `a.yml`'s parent is the empty path: the working directory.
+        let dir = if base_dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base_dir
+        };
+        let base_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         Problems {
             errors: Vec::new(),
-            base_dir: base_dir.to_path_buf(),
+            base_dir,
             inline_secrets: Vec::new(),
         }
     }
@@ -131,6 +143,21 @@ impl<'p> Fields<'p> {
             secrets: Vec::new(),
             problems,
         }
+    }
+
+    /// Names this mapping in every later problem by `name` as well as by its position:
+    /// `accounts[2] (payby-ae).private_key_file`, so the account is found without counting.
+    pub fn name_as(&mut self, name: &str) {
+        self.path = format!("{} ({name})", self.path);
+    }
+
+    /// Leaves the keys not read yet unreported: when what they mean is unknown (an account
+    /// whose provider is not known), reporting each as unknown would bury the one real
+    /// problem.
+    pub fn skip_unread(&mut self) {
+        let unread: Vec<String> = self.dict.keys().cloned().collect();
+        self.asked.extend(unread);
+        self.dict.clear();
     }
 
     /// The full path of `key` in this mapping, for error messages.
@@ -201,13 +228,45 @@ impl<'p> Fields<'p> {
         Some(value)
     }
 
-    /// A duration written like `30s`, `5m`, `1h` or `1h30m`.
+    /// A duration written like `30s`, `5m`, `1h` or `1h30m`. A bare number has no unit: the
+    /// problem says how to write it (`write 300s`) rather than that a string was expected.
     pub fn duration(&mut self, key: &str) -> Option<Duration> {
-        let text: String = self.optional(key)?;
+        const LIKE: &str = "durations are written like 30s, 5m or 1h";
+        let text = match self.take_raw(key)? {
+            Value::String(_, text) => text,
+            Value::Num(_, number) => {
+                let written = number_text(number);
+                if written.starts_with('-') {
+                    self.error(
+                        key,
+                        format!("expected a duration, found the number {written} ({LIKE})"),
+                    );
+                    return None;
+                }
+                self.error(
+                    key,
+                    format!("{written} has no unit: write {written}s ({LIKE})"),
+                );
+                return None;
+            }
+            other => {
+                let found = describe(&other);
+                self.error(key, format!("expected a duration, found {found} ({LIKE})"));
+                return None;
+            }
+        };
         match humantime::parse_duration(&text) {
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
                 self.error(key, "must be longer than zero");
+                None
+            }
+            Err(_) if is_bare_number(&text) => {
+                let written = text.trim();
+                self.error(
+                    key,
+                    format!("{written:?} has no unit: write {written}s ({LIKE})"),
+                );
                 None
             }
             Err(_) => {
@@ -498,20 +557,113 @@ impl<'p> Fields<'p> {
         }
     }
 
-    /// Reports every key nobody asked for and returns the secrets read from this mapping.
+    /// Reports every key nobody asked for (with the closest known key, when one is close)
+    /// and returns the secrets read from this mapping.
     pub fn finish(self) -> Vec<Secret> {
+        let mut known: Vec<&str> = Vec::with_capacity(self.asked.len());
+        for key in &self.asked {
+            if !known.contains(&key.as_str()) {
+                known.push(key);
+            }
+        }
+        let expected = known.join(", ");
         for key in self.dict.keys() {
             let path = if self.path.is_empty() {
                 key.clone()
             } else {
                 format!("{}.{key}", self.path)
             };
-            let expected = self.asked.join(", ");
-            self.problems
-                .push(path, format!("unknown key (expected one of: {expected})"));
+            let message = match closest(key, known.iter().copied()) {
+                Some(near) => {
+                    format!("unknown key; did you mean {near}? (expected one of: {expected})")
+                }
+                None => format!("unknown key (expected one of: {expected})"),
+            };
+            self.problems.push(path, message);
         }
         self.secrets
     }
+}
+
+/// The one of `known` closest to `given` (by edit distance, ignoring case), if it is close
+/// enough to be a slip of the keyboard rather than another word: one edit in a short name,
+/// up to a third of the letters in a longer one. Ties go to the earlier of `known`.
+pub fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given_lower = given.to_lowercase();
+    // Names here are short; anything long is not a misspelling of one and would only cost.
+    if given_lower.chars().count() > 64 {
+        return None;
+    }
+    let allowed = (given_lower.chars().count() / 3).clamp(1, 3);
+    let mut best: Option<(usize, &str)> = None;
+    for candidate in known {
+        if candidate == given {
+            continue;
+        }
+        let distance = edit_distance(&given_lower, &candidate.to_lowercase());
+        if distance <= allowed && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    best.map(|(_, candidate)| candidate)
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`, by character.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows of the optimal-string-alignment table: two back, one back, this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            current[j] = d;
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+/// A number as the file wrote it (YAML and TOML numbers keep no text; their shortest form is
+/// what was written).
+fn number_text(number: figment::value::Num) -> String {
+    use figment::value::Num;
+    match number {
+        Num::U8(n) => n.to_string(),
+        Num::U16(n) => n.to_string(),
+        Num::U32(n) => n.to_string(),
+        Num::U64(n) => n.to_string(),
+        Num::U128(n) => n.to_string(),
+        Num::USize(n) => n.to_string(),
+        Num::I8(n) => n.to_string(),
+        Num::I16(n) => n.to_string(),
+        Num::I32(n) => n.to_string(),
+        Num::I64(n) => n.to_string(),
+        Num::I128(n) => n.to_string(),
+        Num::ISize(n) => n.to_string(),
+        Num::F32(n) => n.to_string(),
+        Num::F64(n) => n.to_string(),
+    }
+}
+
+/// Digits, perhaps with a decimal point: a duration written without its unit.
+fn is_bare_number(text: &str) -> bool {
+    let text = text.trim();
+    !text.is_empty()
+        && text.len() <= 20
+        && text.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && text.chars().any(|c| c.is_ascii_digit())
+        && text.matches('.').count() <= 1
 }
 
 fn describe(value: &Value) -> &'static str {

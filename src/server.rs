@@ -104,7 +104,10 @@ async fn route(web: &Web, request: Request<Incoming>) -> Response<Body> {
             } else {
                 text(
                     503,
-                    &format!("Not ready: {polled} of {total} accounts polled once\n"),
+                    &format!(
+                        "Not ready: {polled} of {total} account{} polled once\n",
+                        if total == 1 { "" } else { "s" }
+                    ),
                 )
             }
         }

@@ -67,8 +67,8 @@ accounts:
     assert_eq!(code, 1, "{stdout}{stderr}");
     for expected in [
         "global.poll_interval: expected a duration",
-        "accounts[0].dev_secret_file: cannot read /nonexistent/secret",
-        "accounts[1].surprise: unknown key",
+        "accounts[0] (sms).dev_secret_file: cannot read /nonexistent/secret",
+        "accounts[1] (sms).surprise: unknown key",
         "accounts[1].name: \"sms\" is used by an earlier account",
     ] {
         assert!(
@@ -105,7 +105,7 @@ dev_secret_file = "secret"
     .await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("configuration is valid (1 accounts)"),
+        stdout.contains("configuration is valid (1 account)"),
         "{stdout}"
     );
     assert_eq!(server.request_count(), 0);
@@ -117,7 +117,14 @@ dev_secret_file = "secret"
     )
     .await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("cannot read"), "{stderr}");
+    // Where it looked, and how to point it elsewhere or try it without a file.
+    assert!(
+        stderr.contains(&format!("cannot read {}: ", missing.display()))
+            && stderr.contains(
+                "point --config.file at your configuration file, or try --demo, which needs none"
+            ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -500,7 +507,9 @@ async fn reload_applies_a_valid_config_and_keeps_running_on_a_broken_one() {
     let (status, body) = post(daemon.addr).await;
     assert_eq!(status, 500);
     assert!(
-        body.contains("accounts[0].provider: unknown provider"),
+        body.contains(
+            "accounts[0] (broken).provider: unknown provider \"nope\" (known providers: "
+        ),
         "{body}"
     );
     let m = Exposition::parse(&get(daemon.addr, "/metrics").await.1);

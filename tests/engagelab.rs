@@ -617,6 +617,7 @@ async fn status_page_shows_accounts_balances_and_errors_and_readiness_follows_po
     exporter.poll("bad").await;
     let (status, body) = exporter.get("/-/ready").await;
     assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "Not ready: 2 of 3 accounts polled once\n");
     exporter.poll("slow").await;
     assert_eq!(exporter.get("/-/ready").await.0, 200);
     assert_eq!(

@@ -247,7 +247,10 @@ async fn a_config_with_inline_secrets_readable_by_others_gets_a_warning() {
     assert!(line.contains(&format!("file={file}")), "{line}");
     assert!(line.contains("mode=0644"), "{line}");
     assert!(line.contains("chmod 600"), "{line}");
-    assert!(line.contains("first=accounts[0].dev_secret"), "{line}");
+    assert!(
+        line.contains("first=\"accounts[0] (a).dev_secret\""),
+        "{line}"
+    );
     assert!(!line.contains("s3cret-value"), "{line}");
 
     let (log, _) = start(0o600, inline).await.unwrap();

@@ -244,3 +244,109 @@ async fn a_rate_limit_past_the_clock_pauses_the_account_until_a_reload() {
     let m = exporter.scrape().await;
     assert_eq!(m.expect("balance_up", &[("account", "engagelab")]), 1.0);
 }
+
+/// A login page a proxy puts in front of the API, under 200, echoing credentials it saw.
+const LOGIN_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Gateway login</title></head>\n<body>\tsession onerway-key uqpay-api-key-0123456789 \u{1b}[31m</body></html>";
+
+#[tokio::test]
+async fn a_login_page_under_200_is_a_decode_error_that_quotes_it_from_every_provider() {
+    let sims = sims(Fault::Raw {
+        status: 200,
+        body: LOGIN_PAGE.to_owned(),
+    })
+    .await;
+    let yaml = format!(
+        "global:\n  poll_interval: 1h\n  request_timeout: 5s\naccounts:{}\n",
+        sims.accounts
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    let mut errors = std::collections::HashMap::new();
+    for account in ACCOUNTS {
+        let error = exporter.poll(account).await.outcome.unwrap_err();
+        errors.insert(account, error.clone());
+        // Not `signature_missing` for PayBy, not a bare parser complaint for the others.
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            ("decode", "decode"),
+            "{account}: {error}"
+        );
+        assert!(
+            error.message.contains(
+                "text/html: <!DOCTYPE html> <html><head><title>Gateway login</title></head> <body> session"
+            ),
+            "{account}: {}",
+            error.message
+        );
+        assert!(
+            !error.message.contains('\u{1b}') && !error.message.contains('\n'),
+            "{account}: {:?}",
+            error.message
+        );
+    }
+    // What the page echoed of an account's own credentials is redacted from its error.
+    for (account, secret) in [
+        ("onerway", "onerway-key"),
+        ("uqpay-token", UQPAY_KEY),
+        ("uqpay-calls", UQPAY_KEY),
+    ] {
+        let error = &errors[account];
+        assert!(
+            !error.message.contains(secret) && error.message.contains("<redacted>"),
+            "{account}: {}",
+            error.message
+        );
+    }
+    let m = exporter.scrape().await;
+    for account in ACCOUNTS {
+        let counted = m.expect(
+            "balance_api_errors_total",
+            &[
+                ("account", account),
+                ("code", "decode"),
+                ("class", "decode"),
+            ],
+        );
+        assert!(counted >= 1.0, "{account}: {counted}");
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_names_its_location_and_is_not_followed_for_every_provider() {
+    let target = "https://api.example.test/v1/balance";
+    let sims = sims(Fault::https_redirect("http://api.example.test/v1/balance")).await;
+    let yaml = format!(
+        "global:\n  poll_interval: 1h\n  request_timeout: 5s\naccounts:{}\n",
+        sims.accounts
+    );
+    let mut exporter = Exporter::start(&yaml).await;
+    for account in ACCOUNTS {
+        let error = exporter.poll(account).await.outcome.unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class.as_str()),
+            ("http_301", "client"),
+            "{account}: {error}"
+        );
+        assert!(
+            error.message.contains("redirects are not followed")
+                && error.message.ends_with(&format!("Location: {target}")),
+            "{account}: {}",
+            error.message
+        );
+    }
+    let m = exporter.scrape().await;
+    for account in ACCOUNTS {
+        // Refused once, not retried: a redirect does not go away by asking again.
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[
+                    ("account", account),
+                    ("code", "http_301"),
+                    ("class", "client")
+                ],
+            ),
+            1.0,
+            "{account}"
+        );
+    }
+}

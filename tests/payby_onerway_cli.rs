@@ -81,11 +81,11 @@ fn config_check_loads_and_checks_the_keys() {
     let said = format!("{out}{err}");
     assert_eq!(code, 1, "{said}");
     for expected in [
-        "accounts[0].private_key_file: not an RSA key",
-        "accounts[1].private_key_file: the RSA key has 1024 bits",
-        "accounts[2].private_key_file: not an RSA private key",
-        "accounts[2].payby_public_key_file: not a public key",
-        "accounts[3].overview_path: required when currencies is absent",
+        "accounts[0] (ec).private_key_file: not an RSA key",
+        "accounts[1] (short).private_key_file: the RSA key has 1024 bits",
+        "accounts[2] (swapped).private_key_file: not an RSA private key",
+        "accounts[2] (swapped).payby_public_key_file: not a public key",
+        "accounts[3] (onerway-main).overview_path: required when currencies is absent",
     ] {
         assert!(said.contains(expected), "missing {expected:?} in:\n{said}");
     }

@@ -272,7 +272,7 @@ async fn a_refused_config_keeps_the_old_accounts_polling_and_reports_it() {
     let (status, body) = send(reqwest::Method::POST, &daemon, "/-/reload").await;
     assert_eq!(status, 500);
     assert!(
-        body.contains("accounts[0].provider: unknown provider"),
+        body.contains("accounts[0] (broken).provider: unknown provider"),
         "{body}"
     );
     let polls_before = requests_of(&server, "k1");

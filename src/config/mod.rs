@@ -14,11 +14,11 @@ use rust_decimal::Decimal;
 use rustls::pki_types::CertificateDer;
 
 pub use crate::fields::{
-    ConfigError, ConfigErrors, Fields, LoadedSecret, Problems, is_currency_code,
+    ConfigError, ConfigErrors, Fields, LoadedSecret, Problems, closest, is_currency_code,
 };
 
 use crate::providers::http::HttpSettings;
-use crate::providers::{CurrencyScope, ProviderConfig, ProviderSettings};
+use crate::providers::{CurrencyScope, PROVIDERS, ProviderConfig, ProviderSettings};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -133,8 +133,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             path.display()
         ))
     })?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| single(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        // Where it was looked for, when the path given is relative.
+        let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            ": point --config.file at your configuration file, or try --demo, which needs none"
+        } else {
+            ""
+        };
+        single(format!("cannot read {}: {e}{hint}", full.display()))
+    })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let config = parse(&text, format, base_dir)?;
     warn_if_secrets_exposed(path, &config.inline_secrets);
@@ -220,10 +228,30 @@ pub fn parse_mapping(text: &str, format: Format) -> Result<Dict, ConfigErrors> {
             }
         }
     };
+    // The file's text in the other format: the fix first, the parser's complaint after.
+    let message = match format {
+        Format::Yaml if reads_as_config(Format::Toml, text) => format!(
+            "cannot parse the file as YAML: it reads as TOML: name the file .toml (the format follows the file's extension); as YAML: {problem}"
+        ),
+        Format::Toml if reads_as_config(Format::Yaml, text) => format!(
+            "cannot parse the file as TOML: it reads as YAML: name the file .yml (the format follows the file's extension); as TOML: {problem}"
+        ),
+        _ => format!("cannot parse the file: {problem}"),
+    };
     Err(ConfigErrors(vec![ConfigError {
         path: String::new(),
-        message: format!("cannot parse the file: {problem}"),
+        message,
     }]))
+}
+
+/// Whether `text` parses in `format` as a mapping with `global` or `accounts`: what the
+/// file was meant to be when it fails in the format its extension names.
+fn reads_as_config(format: Format, text: &str) -> bool {
+    let parsed = match format {
+        Format::Yaml => Yaml::from_str::<Value>(text).ok(),
+        Format::Toml => Toml::from_str::<Value>(text).ok(),
+    };
+    matches!(parsed, Some(Value::Dict(_, dict)) if dict.contains_key("accounts") || dict.contains_key("global"))
 }
 
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
@@ -364,23 +392,28 @@ fn read_account(
     {
         fields.error("name", format!("{name:?} is used by an earlier account"));
     }
-    if let Some(name) = &name
-        && !name
-            .chars()
+    let name_is_valid = name.as_ref().is_some_and(|name| {
+        name.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        fields.error(
+    });
+    match &name {
+        Some(name) if !name_is_valid => fields.error(
             "name",
             format!("{name:?} may only contain A-Z a-z 0-9 _ . -"),
-        );
+        ),
+        // From here on the account's problems name it: `accounts[2] (payby-ae).dev_key`.
+        Some(name) => fields.name_as(name),
+        None => {}
     }
     let poll_interval = fields.duration("poll_interval");
     if let Some(interval) = poll_interval {
         check_interval(&mut fields, "poll_interval", interval);
     }
     let max_currencies = read_max_currencies(&mut fields).unwrap_or(global.max_currencies);
-    let provider_name: Option<String> = fields.required("provider");
-    let provider = provider_name.and_then(|p| ProviderConfig::read(&p, &mut fields));
+    let provider_name = read_provider_name(&mut fields);
+    let provider = provider_name
+        .as_deref()
+        .and_then(|p| ProviderConfig::read(p, &mut fields));
     let thresholds = match &provider {
         Some(provider) => read_thresholds(&mut fields, provider),
         // Without a valid provider the kinds and currencies are unknown: report only the
@@ -391,6 +424,10 @@ fn read_account(
         }
     };
     let ca_certificates = fields.pem_certificates("ca_file").unwrap_or_default();
+    if provider_name.is_none() {
+        // Which keys belong depends on the provider: without one, the one problem is that.
+        fields.skip_unread();
+    }
     let mut secrets = fields.finish();
     if let Some(provider) = &provider {
         secrets.extend(provider.settings().derived_secrets());
@@ -404,6 +441,28 @@ fn read_account(
         secrets,
         ca_certificates,
     })
+}
+
+/// The account's `provider` if it names a registered one; else the problem is recorded, with
+/// the closest registered name when one is close (`paybi`: did you mean payby?).
+fn read_provider_name(fields: &mut Fields<'_>) -> Option<String> {
+    let name: String = fields.required("provider")?;
+    let known = || PROVIDERS.iter().map(|p| p.name);
+    if known().any(|known| known == name) {
+        return Some(name);
+    }
+    let hint = closest(&name, known())
+        .map(|near| format!(": did you mean {near}?"))
+        .unwrap_or_default();
+    let all: Vec<&str> = known().collect();
+    fields.error(
+        "provider",
+        format!(
+            "unknown provider {name:?}{hint} (known providers: {}; the account's other keys are checked once it names one)",
+            all.join(", ")
+        ),
+    );
+    None
 }
 
 fn read_thresholds(fields: &mut Fields<'_>, provider: &ProviderConfig) -> Vec<Threshold> {
@@ -636,11 +695,198 @@ accounts:
             "accounts[1].product: \"fax\" is not a product (sms or otp)",
             "accounts[1].dev_secret: give only one of dev_secret, dev_secret_file or dev_secret_env",
             "accounts[1].base_url: \"ftp://example.com\" is not an http(s) URL",
-            "accounts[2].provider: unknown provider \"paypal\"",
+            "accounts[2] (ok).provider: unknown provider \"paypal\" (known providers:",
             "accounts[3].name: required but missing",
             "accounts[3].dev_secret_file: cannot read /nonexistent/missing-file",
         ];
         assert_reported(&found, &expect);
+    }
+
+    #[test]
+    fn an_unknown_provider_is_one_error_with_the_closest_name() {
+        let text = "
+accounts:
+  - name: payby-ae
+    provider: paybi
+    environment: uat
+    partner_id: 200000018128
+    private_key_file: payby/merchant_private_key_pkcs1.pem
+    payby_public_key_file: payby/payby_public_key.pem
+    currencies: [AED]
+    thresholds:
+      - currency: AED
+        critical: 1000
+";
+        let found = problems(text);
+        assert_eq!(
+            found,
+            [
+                "accounts[0] (payby-ae).provider: unknown provider \"paybi\": did you mean payby? \
+                 (known providers: engagelab, payby, onerway, uqpay; the account's other keys are \
+                 checked once it names one)"
+                    .replace("engagelab, payby, onerway, uqpay", &known_providers())
+            ]
+        );
+        // Case is a slip too; a name like no other gets the list only.
+        assert!(problems(&text.replace("paybi", "PayBy"))[0].contains(": did you mean payby? ("));
+        let far = problems(&text.replace("paybi", "stripe-ish-thing"));
+        assert_eq!(far.len(), 1, "{far:?}");
+        assert!(!far[0].contains("did you mean"), "{far:?}");
+        // No provider at all: the same, one error.
+        let missing = problems(&text.replace("    provider: paybi\n", ""));
+        assert_eq!(
+            missing,
+            ["accounts[0] (payby-ae).provider: required but missing"]
+        );
+    }
+
+    /// The registered providers, as the message lists them (others are being added).
+    fn known_providers() -> String {
+        crate::providers::PROVIDERS
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_closest_known_key_when_one_is_close() {
+        let found = problems(&format!(
+            "global:\n  pol_interval: 5m\n  colour: blue\n{SMS}    dev_secert_file: x\n    thresholds:\n      - warnign: 5\n"
+        ));
+        assert_reported(
+            &found,
+            &[
+                "global.pol_interval: unknown key; did you mean poll_interval? (expected one of: max_concurrent_requests, poll_interval,",
+                "global.colour: unknown key (expected one of:",
+                "accounts[0] (sms-main).dev_secert_file: unknown key; did you mean dev_secret_file? (expected one of:",
+                "accounts[0] (sms-main).thresholds[0].warnign: unknown key; did you mean warning? (expected one of: kind, currency, warning, critical)",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_bare_number_for_a_duration_says_how_to_write_it() {
+        let found = problems(&format!(
+            "global:\n  poll_interval: 300\n  stale_after: \"90\"\n  request_timeout: [1]\n{SMS}    poll_interval: -5\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "global.poll_interval: 300 has no unit: write 300s (durations are written like 30s, 5m or 1h)",
+                "global.request_timeout: expected a duration, found a list (durations are written like 30s, 5m or 1h)",
+                "global.stale_after: \"90\" has no unit: write 90s (durations are written like 30s, 5m or 1h)",
+                "accounts[0] (sms-main).poll_interval: expected a duration, found the number -5 (durations are written like 30s, 5m or 1h)",
+            ]
+        );
+        let toml = "[global]\npoll_interval = 2.5\n";
+        let found = parse(toml, Format::Toml, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            found.starts_with("global.poll_interval: 2.5 has no unit: write 2.5s"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn toml_in_a_yaml_file_or_yaml_in_a_toml_file_says_so() {
+        let as_yaml = parse_yaml(OTP_TOML).unwrap_err().to_string();
+        assert!(
+            as_yaml.starts_with(
+                "cannot parse the file as YAML: it reads as TOML: name the file .toml (the format follows the file's extension); as YAML: "
+            ),
+            "{as_yaml}"
+        );
+        // A TOML file that starts with its accounts fails differently in YAML; same hint.
+        let accounts_first = &OTP_TOML[OTP_TOML.find("[[accounts]]").unwrap()..];
+        let as_yaml = parse_yaml(accounts_first).unwrap_err().to_string();
+        assert!(
+            as_yaml.starts_with(
+                "cannot parse the file as YAML: it reads as TOML: name the file .toml"
+            ),
+            "{as_yaml}"
+        );
+        let as_toml = parse(SMS, Format::Toml, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            as_toml.starts_with(
+                "cannot parse the file as TOML: it reads as YAML: name the file .yml (the format follows the file's extension); as TOML: line "
+            ),
+            "{as_toml}"
+        );
+        // A plain syntax error in the right format gets no such hint.
+        let broken = parse_yaml("accounts: [").unwrap_err().to_string();
+        assert!(!broken.contains("it reads as"), "{broken}");
+    }
+
+    #[test]
+    fn relative_paths_are_shown_resolved_and_a_missing_file_says_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("be-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("exporter.yml");
+        std::fs::write(
+            &file,
+            SMS.replace("dev_secret: s3cr3t-value", "dev_secret_file: secrets/dev"),
+        )
+        .unwrap();
+        let found = load(&file).unwrap_err().to_string();
+        let expected = format!(
+            "accounts[0] (sms-main).dev_secret_file: cannot read {}: ",
+            dir.join("secrets/dev").display()
+        );
+        assert!(found.starts_with(&expected), "{found}");
+        // A relative base directory is resolved against the working directory.
+        let relative = parse(
+            &SMS.replace(
+                "dev_secret: s3cr3t-value",
+                "dev_secret_file: no-such-secret",
+            ),
+            Format::Yaml,
+            Path::new(""),
+        )
+        .unwrap_err()
+        .to_string();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            relative.contains(&format!(
+                "cannot read {}: ",
+                cwd.join("no-such-secret").display()
+            )),
+            "{relative}"
+        );
+        let missing = load(&dir.join("nothing-here.yml")).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            missing.starts_with(&format!(
+                "cannot read {}: ",
+                dir.join("nothing-here.yml").display()
+            )) && missing.ends_with(
+                ": point --config.file at your configuration file, or try --demo, which needs none"
+            ),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn closest_is_only_a_near_miss() {
+        let keys = ["poll_interval", "stale_after", "max_currencies"];
+        assert_eq!(closest("poll_intreval", keys), Some("poll_interval"));
+        assert_eq!(closest("Poll_Interval", keys), Some("poll_interval"));
+        assert_eq!(closest("stale", keys), None);
+        assert_eq!(closest("colour", keys), None);
+        assert_eq!(
+            closest("poll_interval", keys),
+            None,
+            "an exact match is no suggestion"
+        );
+        assert_eq!(
+            closest("uqpy", ["engagelab", "payby", "uqpay"]),
+            Some("uqpay")
+        );
+        assert_eq!(closest(&"x".repeat(10_000), keys), None);
+        assert_eq!(closest("", keys), None);
     }
 
     #[test]
@@ -658,11 +904,11 @@ accounts:
 "
         ));
         let expect = [
-            "accounts[0].thresholds[0].kind: \"bonus\" is not a balance kind of this provider (one of: normal, gift, total)",
-            "accounts[0].thresholds[1].warning: 1 is below the critical threshold 5",
-            "accounts[0].thresholds[2].currency: EUR is not among the account's currencies (USD)",
-            "accounts[0].thresholds[3].critical: expected a number",
-            "accounts[0].thresholds[4]: give warning, critical or both",
+            "accounts[0] (sms-main).thresholds[0].kind: \"bonus\" is not a balance kind of this provider (one of: normal, gift, total)",
+            "accounts[0] (sms-main).thresholds[1].warning: 1 is below the critical threshold 5",
+            "accounts[0] (sms-main).thresholds[2].currency: EUR is not among the account's currencies (USD)",
+            "accounts[0] (sms-main).thresholds[3].critical: expected a number",
+            "accounts[0] (sms-main).thresholds[4]: give warning, critical or both",
         ];
         assert_reported(&found, &expect);
     }
@@ -678,7 +924,7 @@ accounts:
         let found = problems(&format!(
             "{SMS}    thresholds:\n      - warning: 2\n      - kind: total\n        critical: 1\n"
         ));
-        assert!(found[0].starts_with("accounts[0].thresholds[1]: duplicate threshold"));
+        assert!(found[0].starts_with("accounts[0] (sms-main).thresholds[1]: duplicate threshold"));
     }
 
     #[test]
@@ -717,7 +963,7 @@ accounts:
         .to_string();
         assert_eq!(
             missing,
-            "accounts[1].dev_secret_env: environment variable BE_NOT_SET_ANYWHERE is not set"
+            "accounts[1] (b).dev_secret_env: environment variable BE_NOT_SET_ANYWHERE is not set"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -743,8 +989,8 @@ accounts:
         assert_reported(
             &found,
             &[
-                "accounts[0].ca_file: cannot read",
-                "accounts[1].ca_file: no PEM certificate in",
+                "accounts[0] (sms-main).ca_file: cannot read",
+                "accounts[1] (other).ca_file: no PEM certificate in",
             ],
         );
     }
@@ -893,7 +1139,7 @@ global:
             assert_eq!(
                 errors,
                 format!(
-                    "accounts[0].dev_secret: expected a string, found {found} (value not shown): write the secret in quotes"
+                    "accounts[0] (sms-main).dev_secret: expected a string, found {found} (value not shown): write the secret in quotes"
                 )
             );
         }
@@ -915,7 +1161,7 @@ global:
                 .unwrap_err()
                 .to_string();
             assert!(
-                errors.starts_with("accounts[0].apikey: expected a string, found "),
+                errors.starts_with("accounts[0] (a).apikey: expected a string, found "),
                 "{text}: {errors}"
             );
             assert_hidden(&errors, &text);
@@ -928,7 +1174,7 @@ global:
         let errors = parse_yaml(&text).unwrap_err().to_string();
         assert!(
             errors.starts_with(
-                "accounts[0].dev_secret_env: expected the name of an environment variable"
+                "accounts[0] (sms-main).dev_secret_env: expected the name of an environment variable"
             ),
             "{errors}"
         );

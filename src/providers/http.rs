@@ -7,11 +7,12 @@
 //! and interprets responses.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{DATE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, LOCATION, RETRY_AFTER};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -27,6 +28,9 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// Response bodies larger than this are refused (`body_too_large`).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 const MESSAGE_LIMIT: usize = 200;
+/// How much of a body [`Response::body_start`] quotes: more than [`MESSAGE_LIMIT`], so that
+/// [`scrub_error`] makes the cut after redacting.
+pub const BODY_START_LIMIT: usize = 2 * MESSAGE_LIMIT;
 /// A `Retry-After` (or any other wait a provider names) is believed up to this long: beyond
 /// it the number is noise, and no arithmetic on it may overflow.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
@@ -205,17 +209,101 @@ impl Response {
         parse_retry_after(value, self.received_at)
     }
 
-    /// An error for this response's status, carrying its `Retry-After`.
+    /// An error for this response's status, carrying its `Retry-After`. A redirect names
+    /// where it points (the usual cause is an `http://` base_url for an `https://` API); any
+    /// other status quotes the start of the body (a proxy's page says whose it is).
     pub fn status_error(&self) -> ProviderError {
-        ProviderError::http_status(self.status, format!("HTTP {}", self.status))
-            .with_retry_after(self.retry_after())
+        let message = if self.is_redirect() {
+            match self.header(LOCATION.as_str()) {
+                // The Location last: see [`Response::body_start`].
+                Some(location) => format!(
+                    "HTTP {}: redirects are not followed: set base_url to the address it points to (https:// for http://?); Location: {}",
+                    self.status,
+                    printable(location)
+                ),
+                None => format!(
+                    "HTTP {} without a Location: redirects are not followed",
+                    self.status
+                ),
+            }
+        } else if self.body.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            format!("HTTP {}: {}", self.status, self.body_start())
+        };
+        ProviderError::http_status(self.status, message).with_retry_after(self.retry_after())
     }
 
-    /// The body as JSON of type `T`, or a `decode` error.
+    /// A 3xx: never followed (see [`build_client`]), never a balance.
+    pub fn is_redirect(&self) -> bool {
+        (300..400).contains(&self.status)
+    }
+
+    /// The body as JSON of type `T`, or a `decode` error quoting what came instead
+    /// ([`Response::decode_error`]).
     pub fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body)
-            .map_err(|e| ProviderError::decode(format!("unexpected response body: {e}")))
+            .map_err(|e| self.decode_error(format_args!("not the JSON expected ({e})")))
     }
+
+    /// A `decode` error: `problem`, then what the body is (content type and start), so that a
+    /// login page or a proxy's error page says whose it is:
+    /// `not the JSON expected (...): text/html: <html><head><title>Gateway login...`.
+    pub fn decode_error(&self, problem: impl fmt::Display) -> ProviderError {
+        ProviderError::decode(format!("{problem}: {}", self.body_start()))
+    }
+
+    /// The body's content type and the start of the body, printable (whitespace runs made one
+    /// space, control and invisible characters escaped): `text/html: <html><head>...`.
+    ///
+    /// Put it last in a message. It is cut at [`BODY_START_LIMIT`] bytes, past what
+    /// [`scrub_error`] keeps of a message, so that scrubbing, which redacts secrets before it
+    /// shortens, makes the cut: a secret the provider echoed is never shown in part. (A cut
+    /// this makes itself, in a short message, ends the message, where a partial secret is
+    /// redacted too.)
+    pub fn body_start(&self) -> String {
+        let content_type = self
+            .header(CONTENT_TYPE.as_str())
+            .map(|t| printable(t).chars().take(64).collect::<String>())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "no content type".to_owned());
+        if self.body.is_empty() {
+            return format!("{content_type}, empty body");
+        }
+        let start = &self.body[..self.body.len().min(BODY_START_LIMIT)];
+        format!(
+            "{content_type}: {}",
+            printable(String::from_utf8_lossy(start).trim())
+        )
+    }
+}
+
+/// `text` fit for one line of a message: runs of whitespace become one space, control and
+/// invisible formatting characters (zero-width, bidirectional overrides) are escaped as
+/// `\u{..}`, so provider text can neither break a log line nor hide what it says.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        let invisible = matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        );
+        if c.is_control() || invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The HTTP client as one poll of one account sees it.
@@ -289,7 +377,15 @@ impl<'a> PollContext<'a> {
                 Ok(request) => self.send(endpoint, request).await,
                 Err(e) => Err(e),
             };
-            let error = match result.and_then(|response| interpret(&response)) {
+            // A redirect is the same for every provider: it is not followed and holds no
+            // balance, whatever the provider would make of its body.
+            let error = match result.and_then(|response| {
+                if response.is_redirect() {
+                    Err(response.status_error())
+                } else {
+                    interpret(&response)
+                }
+            }) {
                 Ok(value) => return Ok(value),
                 Err(error) => self.scrub(error),
             };
@@ -784,6 +880,154 @@ mod tests {
             pause_cap(Duration::from_secs(3600)),
             Duration::from_secs(3600)
         );
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut response = response_with(headers);
+        response.status = status;
+        response.body = Bytes::copy_from_slice(body);
+        response
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_json_expected_is_quoted_with_its_content_type() {
+        let page = answer(
+            200,
+            &[("content-type", "text/html; charset=utf-8")],
+            b"<html>\r\n  <head><title>Gateway login</title>\t</head>\x1b[2J\xe2\x80\xae\xff",
+        );
+        let error = page.json::<serde_json::Value>().unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("decode", ErrorClass::Decode)
+        );
+        assert_eq!(
+            error.message,
+            "not the JSON expected (expected value at line 1 column 1): text/html; charset=utf-8: \
+             <html> <head><title>Gateway login</title> </head>\\u{1b}[2J\\u{202e}\u{fffd}"
+        );
+        let bare = answer(200, &[], b"");
+        assert_eq!(
+            bare.json::<serde_json::Value>().unwrap_err().message,
+            "not the JSON expected (EOF while parsing a value at line 1 column 0): no content type, empty body"
+        );
+        // Well-formed JSON of the wrong shape says so too, with what it was.
+        let wrong = answer(200, &[("content-type", "application/json")], br#"{"a":1}"#);
+        let error = wrong.json::<Vec<u8>>().unwrap_err();
+        assert!(
+            error.message.ends_with(r#"(invalid type: map, expected a sequence at line 1 column 0): application/json: {"a":1}"#),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn the_start_of_a_long_body_is_capped_and_scrubbing_makes_the_cut() {
+        let secret = Secret::new("abcdefghij-secret");
+        // ASCII: the message is longer than scrubbing keeps, which cuts it after redacting.
+        let mut body = "x".repeat(BODY_START_LIMIT - 5).into_bytes();
+        body.extend_from_slice(b"abcdefghij-secret and more");
+        let long = answer(200, &[("content-type", "text/plain")], &body);
+        let quoted = long.body_start();
+        assert!(
+            quoted.len() <= "text/plain: ".len() + BODY_START_LIMIT,
+            "{quoted}"
+        );
+        let error = scrub_error(
+            long.json::<serde_json::Value>().unwrap_err(),
+            std::slice::from_ref(&secret),
+        );
+        assert!(error.message.ends_with("xxx..."), "{}", error.message);
+        assert_eq!(error.message.chars().count(), MESSAGE_LIMIT + 3);
+        // Four-byte characters: the cut is body_start's own, at the end of a short message,
+        // in the middle of an echoed secret; what is left of the secret is redacted.
+        let mut body = "\u{1d11e}".repeat((BODY_START_LIMIT - 8) / 4).into_bytes();
+        body.extend_from_slice(b"abcdefghij-secret");
+        let wide = answer(200, &[("content-type", "text/plain")], &body);
+        let error = scrub_error(wide.json::<serde_json::Value>().unwrap_err(), &[secret]);
+        assert!(
+            error.message.chars().count() < MESSAGE_LIMIT,
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.ends_with("\u{1d11e}<redacted>"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_redirect_names_its_location_and_other_statuses_quote_the_body() {
+        let moved = answer(
+            301,
+            &[
+                ("location", "https://api.example/v1/balance"),
+                ("content-type", "text/html"),
+            ],
+            b"<html>Moved</html>",
+        );
+        let error = moved.status_error();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("http_301", ErrorClass::Client)
+        );
+        assert_eq!(
+            error.message,
+            "HTTP 301: redirects are not followed: set base_url to the address it points to \
+             (https:// for http://?); Location: https://api.example/v1/balance"
+        );
+        assert!(!error.is_retryable());
+        assert_eq!(
+            answer(307, &[], b"").status_error().message,
+            "HTTP 307 without a Location: redirects are not followed"
+        );
+        let proxy = answer(
+            502,
+            &[("content-type", "text/html")],
+            b"<html>Bad Gateway</html>\n",
+        );
+        assert_eq!(
+            proxy.status_error().message,
+            "HTTP 502: text/html: <html>Bad Gateway</html>"
+        );
+        assert_eq!(answer(503, &[], b"").status_error().message, "HTTP 503");
+    }
+
+    /// A redirect ends the call whatever the provider's `interpret` would make of it, after
+    /// one attempt: the client never follows it.
+    #[cfg(feature = "demo")]
+    #[tokio::test]
+    async fn a_call_refuses_a_redirect_once_without_following_it() {
+        use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
+        struct Moved;
+        #[async_trait::async_trait]
+        impl SimHandler for Moved {
+            async fn handle(&self, _: &SimRequest) -> SimResponse {
+                let fault = Fault::https_redirect("http://127.0.0.1:1/v1/balance");
+                neutral_fault(&fault).await.unwrap()
+            }
+        }
+        let server = SimServer::start(Arc::new(Moved)).await.unwrap();
+        let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
+        let observer = CountingObserver::new("a");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = PollContext::new(&client, &observer, &[], deadline, 100);
+        let url = server.base_url();
+        let error = http
+            .call("balance", |c| Ok(c.get(&url)), |_| Ok(()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, "http_301");
+        assert!(
+            error
+                .message
+                .ends_with("Location: https://127.0.0.1:1/v1/balance"),
+            "{}",
+            error.message
+        );
+        assert_eq!(server.request_count(), 1);
+        assert_eq!(observer.errors(), ["http_301"]);
     }
 
     /// A 429 whose `Retry-After` overflows `Instant + Duration` ends the call with the rate

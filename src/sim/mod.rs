@@ -296,6 +296,9 @@ pub enum Fault {
     TooManyRequests { retry_after_seconds: u64 },
     /// Any status and body, as a proxy in front of the provider might send.
     Raw { status: u16, body: String },
+    /// A redirect (`status` 301, 302, 307 or 308) to `location`, as a server answers a
+    /// plain-HTTP request it wants on HTTPS, or a moved API.
+    Redirect { status: u16, location: String },
     /// `status` (429 or 503) with a `Retry-After` that overflows naive time arithmetic:
     /// [`HOSTILE_RETRY_AFTER_SECONDS`], or with `far_date` [`HOSTILE_RETRY_AFTER_DATE`].
     HostileRetryAfter { status: u16, far_date: bool },
@@ -407,6 +410,15 @@ impl Fault {
         Fault::HostileRetryAfter {
             status: 503,
             far_date: true,
+        }
+    }
+
+    /// What a server that wants HTTPS answers a plain-HTTP request: 301 to the `https://`
+    /// address of `url`.
+    pub fn https_redirect(url: &str) -> Fault {
+        Fault::Redirect {
+            status: 301,
+            location: url.replacen("http://", "https://", 1),
         }
     }
 
@@ -599,6 +611,16 @@ pub async fn neutral_fault(fault: &Fault) -> Option<SimResponse> {
                 ..SimResponse::json(429, "Too Many Requests\n")
             }
             .with_header("retry-after", retry_after_seconds.to_string()),
+        ),
+        Fault::Redirect { status, location } => Some(
+            SimResponse {
+                headers: vec![("content-type".into(), "text/html".into())],
+                ..SimResponse::json(
+                    *status,
+                    format!("<html><body>Moved to {location}</body></html>"),
+                )
+            }
+            .with_header("location", location.clone()),
         ),
         Fault::Raw { status, body } => Some(SimResponse {
             headers: vec![("content-type".into(), "text/html".into())],

@@ -301,9 +301,9 @@ pub fn parse_otp(response: &Response) -> Result<Snapshot, ProviderError> {
 /// changed API, or the other product's host.
 fn no_balance(response: &Response) -> ProviderError {
     ProviderError::no_balance(format!(
-        "HTTP {} without any balance field ({} bytes)",
+        "HTTP {} without any balance field: {}",
         response.status,
-        response.body.len()
+        response.body_start()
     ))
 }
 

@@ -393,7 +393,7 @@ pub fn interpret(response: &Response) -> Result<String, ProviderError> {
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),
-        Err(e) => return Err(ProviderError::decode(format!("unexpected answer: {e}"))),
+        Err(e) => return Err(response.decode_error(format_args!("not the JSON expected ({e})"))),
     };
     let has_data = envelope.data.is_some_and(|d| d.get() != "null");
     if envelope.code.is_none() && envelope.resp_code.is_none() && !has_data && response.is_success()

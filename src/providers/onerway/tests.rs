@@ -68,8 +68,8 @@ fn no_invented_defaults() {
     assert_eq!(
         errors,
         [
-            "accounts[0].base_url: required but missing",
-            "accounts[0].overview_path: required when currencies is absent: the path from Onerway's account-service documentation"
+            "accounts[0] (onerway-main).base_url: required but missing",
+            "accounts[0] (onerway-main).overview_path: required when currencies is absent: the path from Onerway's account-service documentation"
         ]
     );
     let errors = parse(
@@ -82,7 +82,7 @@ fn no_invented_defaults() {
     assert_eq!(
         errors,
         [
-            "accounts[0].balance_path: required when currencies is set: the path from Onerway's account-service documentation"
+            "accounts[0] (onerway-main).balance_path: required when currencies is set: the path from Onerway's account-service documentation"
         ]
     );
     let errors = parse(
@@ -93,8 +93,11 @@ fn no_invented_defaults() {
     )
     .unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0].starts_with("accounts[0].overview_path: \"v1 overview\" is not a path"));
-    assert!(errors[1].starts_with("accounts[0].display_currency:"));
+    assert!(
+        errors[0]
+            .starts_with("accounts[0] (onerway-main).overview_path: \"v1 overview\" is not a path")
+    );
+    assert!(errors[1].starts_with("accounts[0] (onerway-main).display_currency:"));
 }
 
 fn response(status: u16, body: &str) -> Response {

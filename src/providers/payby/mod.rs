@@ -399,10 +399,12 @@ pub fn gateway_label(code: &str) -> String {
 /// An unsigned answer without a head and with an error status: `http_<status>`, class
 /// `server` whatever the status, for the same reason as [`Head::unsigned_error`].
 fn unsigned_status_error(response: &Response) -> ProviderError {
+    // The status error's message (a proxy's page quoted), under this code and class.
+    let message = format!("unsigned: {}", response.status_error().message);
     ProviderError::new(
         format!("http_{}", response.status),
         ErrorClass::Server,
-        format!("HTTP {}, unsigned", response.status),
+        message,
     )
     .with_retry_after(response.retry_after())
 }
@@ -511,12 +513,16 @@ fn verify(response: &Response, payby_key: &VerifyingKey) -> Result<(), ProviderE
         None => {
             // Believed only as a generic gateway error: such an answer can make a poll fail,
             // never show a balance.
-            let head = serde_json::from_slice::<HeadOnly>(&response.body)
-                .ok()
-                .and_then(|h| h.head);
+            let parsed = serde_json::from_slice::<HeadOnly>(&response.body);
+            let not_json = parsed.is_err()
+                && serde_json::from_slice::<serde::de::IgnoredAny>(&response.body).is_err();
+            let head = parsed.ok().and_then(|h| h.head);
             Err(match head {
                 Some(head) if is_generic_gateway_code(head.code()) => head.unsigned_error(response),
                 None if !response.is_success() => unsigned_status_error(response),
+                // Not JSON at all (a proxy's page, a login page, a cut body): nothing says the
+                // keys are wrong, so not a signature error; say what came instead.
+                None if not_json => response.decode_error("an unsigned answer that is not JSON"),
                 _ => signature_error(
                     SIGNATURE_MISSING,
                     "the answer has no sign header and is not a generic gateway error; ignored",
@@ -533,7 +539,7 @@ fn read_answer(response: &Response) -> Result<Vec<(String, Option<Decimal>)>, Pr
     let envelope: Envelope = match serde_json::from_slice(&response.body) {
         Ok(envelope) => envelope,
         Err(_) if !response.is_success() => return Err(response.status_error()),
-        Err(e) => return Err(ProviderError::decode(format!("unexpected answer: {e}"))),
+        Err(e) => return Err(response.decode_error(format_args!("not the JSON expected ({e})"))),
     };
     let Some(head) = envelope.head else {
         return Err(if response.is_success() {

@@ -88,13 +88,13 @@ fn key_problems_name_the_key_they_came_from() {
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].private_key_file: not an RSA key")),
+            .any(|e| e.starts_with("accounts[0] (payby-ae).private_key_file: not an RSA key")),
         "{errors:?}"
     );
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].payby_public_key: ")),
+            .any(|e| e.starts_with("accounts[0] (payby-ae).payby_public_key: ")),
         "{errors:?}"
     );
 
@@ -107,7 +107,9 @@ fn key_problems_name_the_key_they_came_from() {
     .unwrap_err();
     assert_eq!(
         errors,
-        ["accounts[0].private_key_file: the RSA key has 1024 bits; at least 2048 are required"]
+        [
+            "accounts[0] (payby-ae).private_key_file: the RSA key has 1024 bits; at least 2048 are required"
+        ]
     );
 
     // A public key where the private key belongs.
@@ -119,7 +121,7 @@ fn key_problems_name_the_key_they_came_from() {
     ))
     .unwrap_err();
     assert!(
-        errors[0].starts_with("accounts[0].private_key_file: not an RSA private key"),
+        errors[0].starts_with("accounts[0] (payby-ae).private_key_file: not an RSA private key"),
         "{errors:?}"
     );
 }
@@ -140,7 +142,9 @@ fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
     .unwrap_err();
     assert_eq!(
         errors,
-        ["accounts[0].payby_public_key: the RSA key has 1024 bits; at least 2048 are required"]
+        [
+            "accounts[0] (payby-ae).payby_public_key: the RSA key has 1024 bits; at least 2048 are required"
+        ]
     );
     // Both at once: each names its own field, no key material.
     let dir = std::env::temp_dir().join(format!("payby-1024-{}", std::process::id()));
@@ -163,8 +167,8 @@ fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
     assert_eq!(
         errors,
         [
-            "accounts[0].private_key_file: the RSA key has 1024 bits; at least 2048 are required",
-            "accounts[0].payby_public_key_file: the RSA key has 1024 bits; at least 2048 are required"
+            "accounts[0] (payby-ae).private_key_file: the RSA key has 1024 bits; at least 2048 are required",
+            "accounts[0] (payby-ae).payby_public_key_file: the RSA key has 1024 bits; at least 2048 are required"
         ]
     );
 }
@@ -172,7 +176,10 @@ fn keys_under_2048_bits_are_refused_at_load_naming_their_field() {
 #[test]
 fn currencies_are_required_and_checked() {
     let errors = parse(&account(KEYS)).unwrap_err();
-    assert_eq!(errors, ["accounts[0].currencies: required but missing"]);
+    assert_eq!(
+        errors,
+        ["accounts[0] (payby-ae).currencies: required but missing"]
+    );
     let errors = parse(&account(&format!(
         "{KEYS}    currencies: [AED, A1D, aed]\n"
     )))
@@ -180,8 +187,8 @@ fn currencies_are_required_and_checked() {
     assert_eq!(
         errors,
         [
-            "accounts[0].currencies[1]: \"A1D\" is not a currency code like USD",
-            "accounts[0].currencies[2]: AED is listed twice"
+            "accounts[0] (payby-ae).currencies[1]: \"A1D\" is not a currency code like USD",
+            "accounts[0] (payby-ae).currencies[2]: AED is listed twice"
         ]
     );
     let errors = parse(&account(&format!(
@@ -191,13 +198,13 @@ fn currencies_are_required_and_checked() {
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].environment:")),
+            .any(|e| e.starts_with("accounts[0] (payby-ae).environment:")),
         "{errors:?}"
     );
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("accounts[0].partner_id_typo: unknown key"))
+            .any(|e| e.starts_with("accounts[0] (payby-ae).partner_id_typo: unknown key"))
     );
 }
 
@@ -277,6 +284,29 @@ fn success_needs_both_apply_status_and_code_zero() {
     );
 }
 
+/// The simulator's truncated and garbage bodies (faults the soak test mixes in) come unsigned
+/// and are not JSON: decode errors, as from the other providers.
+#[tokio::test]
+async fn an_unsigned_cut_or_garbage_body_is_a_decode_error() {
+    use crate::sim::{Fault, neutral_fault};
+    let (_, public) = payby_key();
+    for fault in [Fault::Malformed, Fault::Garbage] {
+        let answer = neutral_fault(&fault).await.unwrap();
+        let unsigned = Response::new(
+            200,
+            HeaderMap::new(),
+            answer.body,
+            std::time::SystemTime::now(),
+        );
+        let error = interpret(&unsigned, &public).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("decode", ErrorClass::Decode),
+            "{fault:?}"
+        );
+    }
+}
+
 #[test]
 fn unsigned_answers_are_believed_only_as_generic_gateway_errors() {
     let (_, public) = payby_key();
@@ -308,13 +338,33 @@ fn unsigned_answers_are_believed_only_as_generic_gateway_errors() {
     for body in [
         head("FAIL", "78001", "CURRENCY_CODE_NOT_SUPPORTED"),
         r#"{"head":{"applyStatus":"SUCCESS","code":"0","msg":"SUCCESS"},"body":{"balanceList":[]}}"#.to_owned(),
-        "not json".to_owned(),
         "{}".to_owned(),
     ] {
         let error = interpret(&response(200, &body, None), &public).unwrap_err();
         assert_eq!((error.code.as_str(), error.class), (SIGNATURE_MISSING, ErrorClass::Signature), "{body}");
         let error = interpret(&response(200, &body, Some("  ")), &public).unwrap_err();
         assert_eq!(error.code, SIGNATURE_MISSING);
+    }
+    // What is not JSON at all (a login page, a proxy's page) PayBy's API did not write: a
+    // decode error quoting it, not a signature problem that sends the operator to the keys.
+    for body in [
+        "not json",
+        "<html><head><title>Gateway login</title></head></html>",
+    ] {
+        let error = interpret(&response(200, body, None), &public).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.class),
+            ("decode", ErrorClass::Decode),
+            "{body}"
+        );
+        assert!(error.message.ends_with(body), "{}", error.message);
+        assert!(
+            error
+                .message
+                .starts_with("an unsigned answer that is not JSON: no content type: "),
+            "{}",
+            error.message
+        );
     }
     // A proxy's error page is an HTTP failure; unsigned, it is a server failure whatever the
     // status says.

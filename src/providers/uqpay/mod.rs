@@ -534,11 +534,8 @@ fn error_from(response: &Response, token: &Secret) -> ProviderError {
     let message = body
         .as_ref()
         .and_then(|b| b.message.clone())
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(&response.body);
-            let snippet: String = text.trim().chars().take(120).collect();
-            format!("HTTP {}: {snippet}", response.status)
-        });
+        // A gateway's page: the status and what the body is, as for every provider.
+        .unwrap_or_else(|| response.status_error().message);
     let error = match code {
         Some(code) => {
             let class = match code.as_str() {

@@ -728,42 +728,42 @@ fn config_keys_and_their_problems() {
     assert!(!format!("{config:?}").contains("a-long-api-key"));
     let errors = config_errors("    api_key: k\n    api_key_env: X\n    environment: staging\n");
     assert!(
-        errors.contains("accounts[0].client_id: required"),
+        errors.contains("accounts[0] (u).client_id: required"),
         "{errors}"
     );
     assert!(
-        errors.contains("accounts[0].api_key: give only one of"),
+        errors.contains("accounts[0] (u).api_key: give only one of"),
         "{errors}"
     );
-    assert!(errors.contains("accounts[0].environment"), "{errors}");
+    assert!(errors.contains("accounts[0] (u).environment"), "{errors}");
     let errors = config_errors(&format!("{ok}    currencies: []\n"));
     assert!(
-        errors.contains("accounts[0].currencies: list at least one currency"),
+        errors.contains("accounts[0] (u).currencies: list at least one currency"),
         "{errors}"
     );
     let errors = config_errors(&format!("{ok}    currencies: [USD, US, usd]\n"));
     assert!(
-        errors.contains("accounts[0].currencies[1]: \"US\""),
+        errors.contains("accounts[0] (u).currencies[1]: \"US\""),
         "{errors}"
     );
     assert!(
-        errors.contains("accounts[0].currencies[2]: USD is listed twice"),
+        errors.contains("accounts[0] (u).currencies[2]: USD is listed twice"),
         "{errors}"
     );
     let errors = config_errors(&format!("{ok}    on_behalf_of: \"\"\n"));
-    assert!(errors.contains("accounts[0].on_behalf_of"), "{errors}");
+    assert!(errors.contains("accounts[0] (u).on_behalf_of"), "{errors}");
     let errors = config_errors("    client_id: c d\n    api_key: \"k\\n\"\n");
     assert!(
-        errors.contains("accounts[0].client_id: must be printable"),
+        errors.contains("accounts[0] (u).client_id: must be printable"),
         "{errors}"
     );
     assert!(
-        errors.contains("accounts[0].api_key: must be printable"),
+        errors.contains("accounts[0] (u).api_key: must be printable"),
         "{errors}"
     );
     let errors = config_errors(&format!("{ok}    currency: USD\n"));
     assert!(
-        errors.contains("accounts[0].currency: unknown key"),
+        errors.contains("accounts[0] (u).currency: unknown key"),
         "{errors}"
     );
     // Thresholds of a list-mode account name their currency.
