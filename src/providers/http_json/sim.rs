@@ -302,8 +302,12 @@ impl HttpJsonSim {
     }
 
     fn echo_credentials(&self, request: &SimRequest) -> SimResponse {
+        let header = match &self.auth {
+            SimAuth::Header { name, .. } => name.as_str(),
+            _ => "authorization",
+        };
         let sent = request
-            .header("authorization")
+            .header(header)
             .map(str::to_owned)
             .or_else(|| request.query.clone())
             .unwrap_or_default();
