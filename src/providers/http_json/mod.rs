@@ -92,12 +92,8 @@ pub struct Success {
 pub struct Config {
     /// `http_json`, or the preset's name.
     pub provider: &'static str,
-    pub base_url: reqwest::Url,
-    pub path: String,
-    pub method: Method,
-    pub body: Option<String>,
-    pub auth: Auth,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Boxed: the account configs of all providers are one enum, sized by its largest.
+    pub request: Box<RequestSpec>,
     /// Fixed currency of every balance without a currency pointer, and of those whose pointer
     /// resolves to nothing.
     pub currency: Option<String>,
@@ -108,6 +104,17 @@ pub struct Config {
     kinds: Vec<&'static str>,
     documented_errors: &'static [(&'static str, ErrorClass)],
     default_threshold_kind: &'static str,
+}
+
+/// What the request is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpec {
+    pub base_url: reqwest::Url,
+    pub path: String,
+    pub method: Method,
+    pub body: Option<String>,
+    pub auth: Auth,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Config {
@@ -143,12 +150,14 @@ impl Config {
         let default_threshold_kind = balances.first()?.kind;
         Some(Config {
             provider: NAME,
-            base_url: base_url?,
-            path: path?,
-            method: method?,
-            body,
-            auth: auth?,
-            headers: headers?,
+            request: Box::new(RequestSpec {
+                base_url: base_url?,
+                path: path?,
+                method: method?,
+                body,
+                auth: auth?,
+                headers: headers?,
+            }),
             currency: currency?,
             items: items?,
             balances,
@@ -228,15 +237,17 @@ impl Config {
         };
         Some(Config {
             provider: preset.name,
-            base_url: base_url?,
-            path: path?,
-            method: Method::Get,
-            body: None,
-            auth: auth?,
-            headers: vec![(
-                reqwest::header::ACCEPT,
-                HeaderValue::from_static("application/json"),
-            )],
+            request: Box::new(RequestSpec {
+                base_url: base_url?,
+                path: path?,
+                method: Method::Get,
+                body: None,
+                auth: auth?,
+                headers: vec![(
+                    reqwest::header::ACCEPT,
+                    HeaderValue::from_static("application/json"),
+                )],
+            }),
             currency: preset.currency.map(str::to_owned),
             items: None,
             kinds: balances.iter().map(|b| b.kind).collect(),
@@ -580,7 +591,7 @@ impl ProviderSettings for Config {
     /// The auth secret (read inside `auth`, so listed here to be redacted with the others)
     /// and, for Basic, `username:password` as the header carries it.
     fn derived_secrets(&self) -> Vec<Secret> {
-        match &self.auth {
+        match &self.request.auth {
             Auth::None => Vec::new(),
             Auth::Basic { username, password } => vec![
                 password.clone(),
@@ -593,7 +604,7 @@ impl ProviderSettings for Config {
 
     fn build(&self, _: &SharedState) -> Arc<dyn Provider> {
         Arc::new(HttpJson {
-            url: join_url(&self.base_url, &self.path),
+            url: join_url(&self.request.base_url, &self.request.path),
             config: self.clone(),
         })
     }
@@ -619,7 +630,7 @@ impl Provider for HttpJson {
 
 impl HttpJson {
     fn request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
-        let c = &self.config;
+        let c = &self.config.request;
         let mut url = self.url.clone();
         if let Auth::Query { name, value } = &c.auth {
             url.query_pairs_mut().append_pair(name, value.expose());

@@ -465,7 +465,7 @@ async fn the_post_body_goes_byte_for_byte_and_the_sim_refuses_any_other() {
 
     // The same body with a space is another body: refused, counted under its code.
     let mut spaced = acme();
-    spaced.body = Some(r#"{"scope": "all"}"#.to_owned());
+    spaced.request.body = Some(r#"{"scope": "all"}"#.to_owned());
     let (outcome, observer, _) = poll(&spaced, acme_sim(), Duration::from_secs(30)).await;
     let error = outcome.unwrap_err();
     assert_eq!(
