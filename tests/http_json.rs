@@ -296,3 +296,131 @@ async fn presets_poll_their_simulators_under_their_own_names() {
     }
     assert_promtool_clean(&m.text);
 }
+
+/// Every form of `secret` that must not appear: raw, percent-encoded, base64 of it and of
+/// `user:secret` (the Basic header).
+fn forms(user: &str, secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let percent: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    vec![
+        secret.to_owned(),
+        percent,
+        b64.encode(secret),
+        b64.encode(format!("{user}:{secret}")),
+    ]
+}
+
+/// `--once` at trace level, every auth type of `http_json` (the query one puts its secret
+/// in the URL) and a secret from a file and from the environment: none shows in any form.
+#[tokio::test]
+async fn once_at_trace_level_shows_no_auth_secret_of_any_type() {
+    let wallets = || {
+        vec![Wallet::new(
+            "USD",
+            Ledger::fixed(dec("1")),
+            Ledger::fixed(Decimal::ZERO),
+        )]
+    };
+    let get = || Shape::Acme {
+        method: "GET",
+        path: "/w".to_owned(),
+        body: None,
+    };
+    let cases = [
+        (
+            "basic",
+            "username: hj-user, password_env: HJ_BASIC_PASSWORD",
+            SimAuth::Basic {
+                username: "hj-user".into(),
+                password: "hj+Basic/Secret-1".into(),
+            },
+            "hj+Basic/Secret-1",
+        ),
+        (
+            "bearer",
+            "token_file: token.txt",
+            SimAuth::Bearer("hj+Bearer/Secret-2".into()),
+            "hj+Bearer/Secret-2",
+        ),
+        (
+            "header",
+            "name: X-Api-Key, value: 'hj+Header/Secret-3'",
+            SimAuth::Header {
+                name: "x-api-key".into(),
+                value: "hj+Header/Secret-3".into(),
+            },
+            "hj+Header/Secret-3",
+        ),
+        (
+            "query",
+            "name: api_key, value: 'hj+Query/Secret-4'",
+            SimAuth::Query {
+                name: "api_key".into(),
+                value: "hj+Query/Secret-4".into(),
+            },
+            "hj+Query/Secret-4",
+        ),
+    ];
+    let dir = common::TempDir::new("http-json-trace");
+    dir.write("token.txt", "hj+Bearer/Secret-2\n");
+    let mut servers = Vec::new();
+    let mut accounts = String::new();
+    for (kind, keys, auth, _) in &cases {
+        let sim = HttpJsonSim::new(get(), auth.clone(), wallets());
+        // The answer echoes the credentials as they were sent.
+        sim.update(|s| s.body_faults.next(BodyFault::EchoCredentials, 1));
+        let server = sim.start().await.unwrap();
+        accounts += &format!(
+            "\n  - {{name: {kind}, provider: http_json, base_url: '{}', path: /w, auth: {{type: {kind}, {keys}}}, items: /wallets, balances: [{{kind: available, amount: /avail, currency: /cur}}], error_code: /error/code}}",
+            server.base_url()
+        );
+        servers.push(server);
+    }
+    let file = dir.write("c.yml", &format!("accounts:{accounts}\n"));
+    let (code, stdout, stderr) = common::run_binary_async(
+        vec![
+            "--once".into(),
+            "--log.level".into(),
+            "trace".into(),
+            "--config.file".into(),
+            file.display().to_string(),
+        ],
+        vec![("HJ_BASIC_PASSWORD".into(), "hj+Basic/Secret-1".into())],
+    )
+    .await;
+    // Every account got the echo: a failed --once.
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("level=trace"), "{stderr}");
+    for server in &servers {
+        assert_eq!(server.request_count(), 1, "each simulator was asked once");
+    }
+    let m = common::Exposition::parse(&stdout);
+    for (kind, _, _, secret) in &cases {
+        assert_eq!(
+            m.expect(
+                "balance_api_errors_total",
+                &[("account", kind), ("code", "E_AUTH")]
+            ),
+            1.0,
+            "{kind}"
+        );
+        let user = if *kind == "basic" { "hj-user" } else { "" };
+        for form in forms(user, secret) {
+            let output = format!("{stdout}{stderr}").to_ascii_lowercase();
+            assert!(
+                !output.contains(&form.to_ascii_lowercase()),
+                "{kind}: {form} shown"
+            );
+        }
+    }
+}
