@@ -473,7 +473,7 @@ pub async fn demo() -> std::io::Result<DemoPart> {
     })
 }
 
-/// A preset's part of `--demo`: one healthy account, now and then rate-limited.
+/// A preset's part of `--demo`: one healthy account, with a server error now and then.
 pub async fn preset_demo(preset: &'static Preset) -> std::io::Result<DemoPart> {
     let d = Decimal::new;
     let name = preset.name;
@@ -507,14 +507,14 @@ pub async fn preset_demo(preset: &'static Preset) -> std::io::Result<DemoPart> {
             Ledger::fixed(d(100, 0)),
         )],
     );
-    sim.update(|s| {
-        s.faults.every(
-            17,
-            Fault::TooManyRequests {
-                retry_after_seconds: 1,
-            },
-        )
-    });
+    // A server error (retried within the poll): a rate limit would raise an alert in a demo
+    // that should show only the draining accounts'.
+    let server_error = match name {
+        "twilio" => "20500",
+        "telnyx" => "10007",
+        _ => "http_500",
+    };
+    sim.update(|s| s.faults.every(17, Fault::code(server_error)));
     let server = sim.start().await?;
     let accounts_yaml = format!(
         r#"
