@@ -598,7 +598,19 @@ impl ProviderSettings for Config {
                 Secret::new(format!("{username}:{}", password.expose())),
             ],
             Auth::Bearer { token } => vec![token.clone()],
-            Auth::Header { value, .. } | Auth::Query { value, .. } => vec![value.clone()],
+            Auth::Header { value, .. } => vec![value.clone()],
+            // Also as the query string carries it: form encoding writes a space as `+`,
+            // which the percent-encoded form `secret::redact` looks for does not.
+            Auth::Query { name, value } => {
+                let mut out = vec![value.clone()];
+                if let Ok(mut url) = reqwest::Url::parse("http://query.invalid/") {
+                    url.query_pairs_mut().append_pair(name, value.expose());
+                    let encoded = url.query().unwrap_or_default();
+                    let encoded = encoded.split_once('=').map_or(encoded, |(_, v)| v);
+                    out.push(Secret::new(encoded));
+                }
+                out
+            }
         }
     }
 

@@ -396,6 +396,16 @@ fn config_check_validates_pointers_auth_scale_and_kinds() {
             .iter()
             .any(|s| s.expose() == "key-1")
     );
+    let query = account(
+        "provider: http_json\npath: /b\nauth: {type: query, name: k, value: 'a b/c'}\nbalances:\n  - {kind: a, amount: /x, currency: /c}",
+    )
+    .unwrap();
+    let derived: Vec<String> = query
+        .derived_secrets()
+        .iter()
+        .map(|s| s.expose().to_owned())
+        .collect();
+    assert_eq!(derived, ["a b/c", "a+b%2Fc"], "the query string's form too");
 }
 
 #[test]
