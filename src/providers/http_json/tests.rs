@@ -1048,18 +1048,74 @@ fn the_simulators_enforce_auth_method_and_path_with_each_providers_refusal() {
         let good_vonage = basic("k", "s");
         let twilio_path = "/2010-04-01/Accounts/AC1/Balance.json";
         let cases: Vec<(&HttpJsonSim, &str, &str, String, u16, &str)> = vec![
-            (&twilio, "GET", twilio_path, good_twilio.clone(), 200, "\"balance\""),
+            (
+                &twilio,
+                "GET",
+                twilio_path,
+                good_twilio.clone(),
+                200,
+                "\"balance\"",
+            ),
             (&twilio, "GET", twilio_path, basic(sid, "bad"), 401, "20003"),
             (&twilio, "GET", twilio_path, String::new(), 401, "20003"),
-            (&twilio, "GET", "/2010-04-01/Accounts/AC2/Balance.json", good_twilio.clone(), 404, "20404"),
+            (
+                &twilio,
+                "GET",
+                "/2010-04-01/Accounts/AC2/Balance.json",
+                good_twilio.clone(),
+                404,
+                "20404",
+            ),
             (&twilio, "POST", twilio_path, good_twilio, 405, "code"),
-            (&telnyx, "GET", "/v2/balance", "Bearer key".into(), 200, "available_credit"),
-            (&telnyx, "GET", "/v2/balance", "Bearer  key".into(), 401, "10009"),
+            (
+                &telnyx,
+                "GET",
+                "/v2/balance",
+                "Bearer key".into(),
+                200,
+                "available_credit",
+            ),
+            (
+                &telnyx,
+                "GET",
+                "/v2/balance",
+                "Bearer  key".into(),
+                401,
+                "10009",
+            ),
             (&telnyx, "GET", "/v2/balance", "key".into(), 401, "10009"),
-            (&telnyx, "GET", "/v1/balance", "Bearer key".into(), 404, "errors"),
-            (&vonage, "GET", "/account/get-balance", good_vonage.clone(), 200, "\"value\""),
-            (&vonage, "GET", "/account/get-balance", basic("k", "x"), 401, "Unauthorized"),
-            (&vonage, "DELETE", "/account/get-balance", good_vonage, 405, "title"),
+            (
+                &telnyx,
+                "GET",
+                "/v1/balance",
+                "Bearer key".into(),
+                404,
+                "errors",
+            ),
+            (
+                &vonage,
+                "GET",
+                "/account/get-balance",
+                good_vonage.clone(),
+                200,
+                "\"value\"",
+            ),
+            (
+                &vonage,
+                "GET",
+                "/account/get-balance",
+                basic("k", "x"),
+                401,
+                "Unauthorized",
+            ),
+            (
+                &vonage,
+                "DELETE",
+                "/account/get-balance",
+                good_vonage,
+                405,
+                "title",
+            ),
         ];
         for (sim, method, path, authorization, status, needle) in cases {
             let headers: Vec<(&str, &str)> = if authorization.is_empty() {
@@ -1067,9 +1123,14 @@ fn the_simulators_enforce_auth_method_and_path_with_each_providers_refusal() {
             } else {
                 vec![("authorization", authorization.as_str())]
             };
-            let answer = sim.handle(&fuzz::sim_request(method, path, None, &headers, vec![])).await;
+            let answer = sim
+                .handle(&fuzz::sim_request(method, path, None, &headers, vec![]))
+                .await;
             let body = String::from_utf8_lossy(&answer.body);
-            assert_eq!(answer.status, status, "{method} {path} {authorization}: {body}");
+            assert_eq!(
+                answer.status, status,
+                "{method} {path} {authorization}: {body}"
+            );
             assert!(body.contains(needle), "{method} {path}: {body}");
         }
     });
