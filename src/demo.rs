@@ -16,13 +16,18 @@ struct Simulator {
 }
 
 /// The table of simulators, from the providers' one list (`providers::with_providers!`): every
-/// provider module has `sim::demo()`.
+/// provider module has `sim::demo()`, and `http_json::sim::preset_demo` serves each preset.
 macro_rules! simulators {
-    ($($module:ident => $variant:ident),+ $(,)?) => {
+    ($($module:ident => $variant:ident),+ ; presets: $($preset:ident),* $(,)?) => {
         const SIMULATORS: &[Simulator] = &[$(Simulator {
             name: crate::providers::$module::NAME,
             start: || Box::pin(crate::providers::$module::sim::demo()),
-        }),+];
+        },)+ $(Simulator {
+            name: crate::providers::http_json::presets::$preset.name,
+            start: || Box::pin(crate::providers::http_json::sim::preset_demo(
+                &crate::providers::http_json::presets::$preset,
+            )),
+        },)*];
     };
 }
 crate::providers::with_providers!(simulators);

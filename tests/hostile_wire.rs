@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use balance_exporter::providers::engagelab::Product;
 use balance_exporter::providers::engagelab::sim::{self as engagelab, EngageLabSim};
+use balance_exporter::providers::http_json::presets;
+use balance_exporter::providers::http_json::sim::{
+    HttpJsonSim, Shape, SimAuth, Wallet, preset_sim,
+};
 use balance_exporter::providers::onerway::sim::{
     OnerwaySim, SimAccount as OnerwayAccount, SimCurrency,
 };
@@ -104,6 +108,47 @@ async fn sims(fault: Fault) -> Sims {
     }
     servers.push(server);
 
+    // http_json, and a preset of it (the presets share its code).
+    let acme = HttpJsonSim::new(
+        Shape::Acme {
+            method: "GET",
+            path: "/wallets".to_owned(),
+            body: None,
+        },
+        SimAuth::Bearer("acme-token".to_owned()),
+        vec![Wallet::new(
+            "USD",
+            Ledger::fixed(dec("3.00")),
+            Ledger::fixed(Decimal::ZERO),
+        )],
+    );
+    acme.update(|s| s.faults.always(fault.clone()));
+    let server = acme.start().await.unwrap();
+    accounts += &format!(
+        "\n  - {{name: http-json, provider: http_json, base_url: '{}', path: /wallets, auth: {{type: bearer, token: acme-token}}, items: /wallets, balances: [{{kind: available, amount: /avail, currency: /cur}}], error_code: /error/code}}",
+        server.base_url()
+    );
+    servers.push(server);
+    let twilio = preset_sim(
+        &presets::TWILIO,
+        SimAuth::Basic {
+            username: "AC1".to_owned(),
+            password: "twilio-token".to_owned(),
+        },
+        vec![Wallet::new(
+            "USD",
+            Ledger::fixed(dec("3.00")),
+            Ledger::fixed(Decimal::ZERO),
+        )],
+    );
+    twilio.update(|s| s.faults.always(fault.clone()));
+    let server = twilio.start().await.unwrap();
+    accounts += &format!(
+        "\n  - {{name: twilio, provider: twilio, base_url: '{}', account_sid: AC1, auth_token: twilio-token}}",
+        server.base_url()
+    );
+    servers.push(server);
+
     let stripe = StripeSim::new();
     let mut account = StripeAccount::new(vec![SimFunds::new(
         balance_exporter::providers::stripe::AVAILABLE,
@@ -126,12 +171,14 @@ async fn sims(fault: Fault) -> Sims {
     }
 }
 
-const ACCOUNTS: [&str; 6] = [
+const ACCOUNTS: [&str; 8] = [
     "engagelab",
     "payby",
     "onerway",
     "uqpay-token",
     "uqpay-calls",
+    "http-json",
+    "twilio",
     "stripe",
 ];
 

@@ -34,8 +34,9 @@ pub trait Provider: Send + Sync {
 pub trait ProviderSettings: fmt::Debug + Send + Sync {
     /// The `provider` label.
     fn provider(&self) -> &'static str;
-    /// The `kind` label values this provider reports.
-    fn kinds(&self) -> &'static [&'static str];
+    /// The `kind` label values this provider reports (`http_json`'s are configured: interned,
+    /// so still `&'static str`, but listed per account).
+    fn kinds(&self) -> &[&'static str];
     /// The kind a threshold applies to when it names none.
     fn default_threshold_kind(&self) -> &'static str;
     fn currency_scope(&self) -> CurrencyScope;
@@ -78,6 +79,11 @@ pub enum CurrencyScope {
 /// declaration, [`PROVIDERS`], [`ProviderConfig`] and its dispatch are generated from it here,
 /// and `--demo`'s table of simulators in `demo.rs`.
 ///
+/// After the modules come the presets: built-in providers that are `http_json` plus defaults,
+/// as data (`http_json/presets.rs`), each named by its constant there. They get a
+/// [`PROVIDERS`] entry under their own name and a place in `--demo`, and read into
+/// `ProviderConfig::HttpJson`.
+///
 /// Calls the macro `$then!` with the list, so that each table is generated where it belongs.
 /// (`cargo fmt` does not follow modules declared inside a macro: `.ci/run` runs `rustfmt` on
 /// `src/providers/*/mod.rs`.)
@@ -89,6 +95,8 @@ macro_rules! with_providers {
             onerway => Onerway,
             uqpay => UqPay,
             stripe => Stripe,
+            http_json => HttpJson;
+            presets: TWILIO, TELNYX, VONAGE
         }
     };
 }
@@ -98,15 +106,21 @@ pub(crate) use with_providers;
 
 /// The registry, from `with_providers!`'s list.
 macro_rules! registry {
-    ($($module:ident => $variant:ident),+ $(,)?) => {
+    ($($module:ident => $variant:ident),+ ; presets: $($preset:ident),* $(,)?) => {
         $(pub mod $module;)+
 
-        /// One entry per provider, in registration order: its name in the config and how its
-        /// keys are read.
+        /// One entry per provider, in registration order (the presets last): its name in the
+        /// config and how its keys are read.
         pub const PROVIDERS: &[ProviderEntry] = &[$(ProviderEntry {
             name: $module::NAME,
             read: |fields| $module::Config::read(fields).map(ProviderConfig::$variant),
-        }),+];
+        },)+ $(ProviderEntry {
+            name: http_json::presets::$preset.name,
+            read: |fields| {
+                http_json::Config::read_preset(&http_json::presets::$preset, fields)
+                    .map(ProviderConfig::HttpJson)
+            },
+        },)*];
 
         /// An account's provider-specific configuration.
         #[derive(Debug, Clone, PartialEq)]
