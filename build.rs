@@ -129,10 +129,21 @@ impl Git {
 
 /// `user@host`, as Prometheus' builds record it.
 fn build_user() -> Option<String> {
+    // A container build runs with no USER in the environment: ask the system.
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .ok()
-        .filter(|u| !u.is_empty())?;
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })?;
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())

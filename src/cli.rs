@@ -606,3 +606,126 @@ async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_help_text() {
+        let command = Args::command();
+        command.clone().debug_assert();
+        for arg in command.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.split_whitespace().count() >= 3,
+                "--{} has no help text",
+                arg.get_long().unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn listen_address_repeats_and_defaults_to_every_interface() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("balance_exporter").chain(args.iter().copied()))
+                .unwrap()
+                .listen_addresses
+        };
+        assert_eq!(parse(&[]), [format!(":{}", server::DEFAULT_PORT)]);
+        assert_eq!(
+            parse(&[
+                "--web.listen-address",
+                "127.0.0.1:9863",
+                "--web.listen-address=[::1]:9863"
+            ]),
+            ["127.0.0.1:9863", "[::1]:9863"]
+        );
+    }
+
+    #[test]
+    fn the_log_format_of_a_command_line_clap_refused() {
+        let format = |args: &[&str]| requested_log_format(args.iter().map(Into::into));
+        assert_eq!(format(&["--bogus"]), LogFormat::Logfmt);
+        assert_eq!(
+            format(&["--log.format", "json", "--bogus"]),
+            LogFormat::Json
+        );
+        assert_eq!(format(&["--bogus", "--log.format=json"]), LogFormat::Json);
+        assert_eq!(format(&["--log.format=xml"]), LogFormat::Logfmt);
+        assert_eq!(format(&["--log.format"]), LogFormat::Logfmt);
+        // A value that only looks like the flag is no flag.
+        assert_eq!(format(&["--log.formats=json"]), LogFormat::Logfmt);
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_without_the_usage() {
+        let error =
+            Args::try_parse_from(["balance_exporter", "--web.listen-adress", "x"]).unwrap_err();
+        let problem = clap_problem(&error.render().to_string());
+        assert!(!problem.contains('\n'), "{problem}");
+        assert!(!problem.contains("Usage"), "{problem}");
+        assert!(
+            problem.starts_with("unexpected argument '--web.listen-adress'"),
+            "{problem}"
+        );
+        assert!(
+            problem.contains("tip: a similar argument exists: '--web.listen-address'"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn telemetry_paths_that_no_request_can_reach_are_refused() {
+        assert!(check_telemetry_path("/metrics").is_ok());
+        assert!(check_telemetry_path("/").is_ok(), "allowed, with a warning");
+        for path in ["metrics", "", "/metrics?x=1", "/a#b", "/a b", "/a\n"] {
+            assert!(check_telemetry_path(path).is_err(), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn version_text_has_the_prometheus_layout() {
+        let text = version_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "balance_exporter, version {} (branch: {}, revision: {})",
+                crate::VERSION,
+                crate::BRANCH,
+                crate::REVISION
+            )
+        );
+        let keys: Vec<&str> = lines[1..]
+            .iter()
+            .map(|l| l.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "  build user",
+                "  build date",
+                "  rustc version",
+                "  platform",
+                "  features"
+            ]
+        );
+        // The values line up in one column, as Prometheus' do.
+        let columns: BTreeSet<usize> = lines[1..]
+            .iter()
+            .map(|l| l.len() - l.split_once(':').unwrap().1.trim_start().len())
+            .collect();
+        assert_eq!(columns.len(), 1, "{text}");
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(count(1, "account", "accounts"), "1 account");
+        assert_eq!(count(0, "account", "accounts"), "0 accounts");
+        assert_eq!(count(2, "account", "accounts"), "2 accounts");
+    }
+}

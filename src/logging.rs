@@ -45,14 +45,41 @@ pub enum LogFormat {
 /// written as `field_<name>`, so that a line never has a key twice.
 const RESERVED: [&str; 4] = ["time", "level", "target", "msg"];
 
-/// Installs the global subscriber. Fails if one is installed already.
+/// Installs the global subscriber, and a panic hook that logs a panic as an error line in the
+/// same format (instead of the plain text Rust's own hook prints). Fails if a subscriber is
+/// installed already.
 pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(level_name(level)))
         .with_writer(std::io::stderr)
         .event_format(Line { format })
         .try_init()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    std::panic::set_hook(Box::new(log_panic));
+    Ok(())
+}
+
+/// A panic as one error line: `msg=panicked`, the thread, where, what, and the backtrace when
+/// `RUST_BACKTRACE` asks for one.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let error = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(thread, location, error, backtrace = %backtrace, "panicked");
+    } else {
+        tracing::error!(thread, location, error, "panicked");
+    }
 }
 
 fn level_name(level: LogLevel) -> &'static str {
@@ -334,6 +361,28 @@ mod tests {
         assert_eq!(json["field_time"], "a field called time");
         assert!(humantime::parse_rfc3339(json["time"].as_str().unwrap()).is_ok());
         assert_eq!(json["target"], module_path!());
+    }
+
+    #[test]
+    fn a_panic_is_one_error_line() {
+        let json = lines(LogFormat::Json, || {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(log_panic));
+            let _ = std::panic::catch_unwind(|| panic!("the \"ledger\" is {}", "gone"));
+            std::panic::set_hook(previous);
+        });
+        assert_eq!(json.len(), 1, "{json:?}");
+        let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "panicked");
+        assert_eq!(v["error"], "the \"ledger\" is gone");
+        assert!(
+            v["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("src/logging.rs:"),
+            "{v}"
+        );
     }
 
     #[test]
