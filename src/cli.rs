@@ -175,6 +175,23 @@ pub async fn main() -> ExitCode {
             }
         },
     };
+    // The daemon's first lines say what runs, as Prometheus' do; the one-shot modes keep
+    // stderr for their findings.
+    if !args.config_check && !args.once {
+        tracing::info!(
+            version = crate::VERSION,
+            branch = crate::BRANCH,
+            revision = crate::REVISION,
+            "starting balance_exporter"
+        );
+        tracing::info!(
+            rustc = crate::RUSTC_VERSION,
+            platform = crate::PLATFORM,
+            user = crate::BUILD_USER,
+            date = crate::BUILD_DATE,
+            "build context"
+        );
+    }
     if args.demo {
         return demo(&args, web_config).await;
     }
@@ -405,19 +422,6 @@ async fn run(
     reload: Option<ReloadWith>,
     web_config: WebConfig,
 ) -> ExitCode {
-    tracing::info!(
-        version = crate::VERSION,
-        branch = crate::BRANCH,
-        revision = crate::REVISION,
-        "starting balance_exporter"
-    );
-    tracing::info!(
-        rustc = crate::RUSTC_VERSION,
-        platform = crate::PLATFORM,
-        user = crate::BUILD_USER,
-        date = crate::BUILD_DATE,
-        "build context"
-    );
     // Every address or none: an exporter missing one of its addresses would be scraped on
     // some and not others, which is harder to see than a failed start.
     let mut listeners = Vec::with_capacity(args.listen_addresses.len());
