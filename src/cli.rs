@@ -425,7 +425,16 @@ async fn run(
     // Every address or none: an exporter missing one of its addresses would be scraped on
     // some and not others, which is harder to see than a failed start.
     let mut listeners = Vec::with_capacity(args.listen_addresses.len());
-    for address in &args.listen_addresses {
+    for (i, address) in args.listen_addresses.iter().enumerate() {
+        // Said as such, rather than as the "address in use" its second bind would give. Port
+        // 0 (any free port) is no duplicate: each bind gets its own.
+        let any_port = address
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port == "0");
+        if !any_port && args.listen_addresses[..i].contains(address) {
+            tracing::error!(address = %address, "--web.listen-address is given twice");
+            return ExitCode::FAILURE;
+        }
         match server::bind(address).await {
             Ok(listener) => listeners.push(listener),
             Err(e) => {

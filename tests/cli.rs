@@ -901,6 +901,27 @@ fn listens_on_every_listen_address() {
         2,
         "{log}"
     );
+
+    // The same fixed address twice is refused as such.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    drop(taken);
+    let (code, _, stderr) = common::run_binary(
+        &[
+            "--demo",
+            "--web.listen-address",
+            &address,
+            "--web.listen-address",
+            &address,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("level=error")
+            && l.contains("msg=\"--web.listen-address is given twice\"")),
+        "{stderr}"
+    );
 }
 
 #[test]
