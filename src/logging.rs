@@ -1,10 +1,11 @@
 //! Logs on stderr, one event a line, as logfmt (`time=... level=info target=... msg="..."
 //! key=value`) or as JSON lines with the same keys (`{"time":...,"level":"info",...}`).
 //!
-//! The keys are those of Go's log/slog, which Prometheus and its exporters log with since they
-//! moved to it (promslog): `time`, `level`, `msg`. Levels are lowercase in both formats, so one
-//! query (`level="error"`, `level=error`) finds them whichever format a fleet uses. `target` is
-//! the Rust module that logged (slog's `source` is a file and line, which this does not have).
+//! The keys are those of Go's log/slog, which Prometheus and its exporters log through since
+//! they moved to it (promslog): `time`, `level`, `msg`. Levels are lowercase in both formats,
+//! as in the Prometheus programs of before slog, so that one query (`level=error`,
+//! `"level":"error"`) finds them whichever format a fleet uses. `target` is the Rust module that
+//! logged (slog's `source` is a file and line, which this does not have).
 
 use std::fmt::{self, Write as _};
 use std::time::SystemTime;
