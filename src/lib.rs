@@ -34,11 +34,16 @@ pub mod transport;
 pub mod web_config;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The git revision the binary was built from (`unknown` outside a git checkout).
+/// The git commit the binary was built from (`unknown` outside a git checkout); the rest of the
+/// build context (build.rs) is printed by `--version`.
 pub const REVISION: &str = env!("BALANCE_EXPORTER_REVISION");
-pub const VERSION_LONG: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("BALANCE_EXPORTER_REVISION"),
-    ")"
-);
+/// The git branch of the build (`HEAD` when detached, `unknown` without git).
+pub const BRANCH: &str = env!("BALANCE_EXPORTER_BRANCH");
+/// `user@host` that built the binary.
+pub const BUILD_USER: &str = env!("BALANCE_EXPORTER_BUILD_USER");
+/// When the binary was built, `YYYYMMDD-HH:MM:SS` UTC.
+pub const BUILD_DATE: &str = env!("BALANCE_EXPORTER_BUILD_DATE");
+/// The compiler, `1.95.0 (59807616e 2026-04-14)`.
+pub const RUSTC_VERSION: &str = env!("BALANCE_EXPORTER_RUSTC_VERSION");
+/// The target as `os/arch` in Go's names (`linux/amd64`).
+pub const PLATFORM: &str = env!("BALANCE_EXPORTER_PLATFORM");

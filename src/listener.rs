@@ -109,6 +109,20 @@ pub async fn accept_loop_limited(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve(vec![listener], tls, handler, limits, shutdown).await
+}
+
+/// Like [`accept_loop_limited`], on every listener of `listeners` at once (the repeated
+/// `--web.listen-address`): the same TLS, handler and shutdown for each, and `limits` for all
+/// of them together, since the connection cap guards the process' file descriptors.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: Handler,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut next_first = 0;
     let tls = tls.map(TlsAcceptor::from);
     let slots = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
     let mut refusals = Throttled::default();
@@ -118,14 +132,17 @@ pub async fn accept_loop_limited(
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => {
-                drop(listener);
+                drop(listeners);
                 if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown()).await.is_err() {
                     tracing::debug!("connections still open after the shutdown grace; closing them");
                 }
                 return;
             }
-            accepted = listener.accept() => accepted,
+            accepted = accept_any(&listeners, next_first) => accepted,
         };
+        // The next accept asks another listener first: one flooded address cannot keep the
+        // others' connections waiting in their backlogs.
+        next_first = next_first.wrapping_add(1);
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -182,6 +199,25 @@ pub async fn accept_loop_limited(
             }
         });
     }
+}
+
+/// The next connection on any of `listeners`, asking them in turn from `first` on. With no
+/// listener, waits for ever (until shutdown).
+async fn accept_any(
+    listeners: &[TcpListener],
+    first: usize,
+) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        let start = first.checked_rem(n).unwrap_or(0);
+        for i in 0..n {
+            if let Poll::Ready(accepted) = listeners[(start + i) % n].poll_accept(cx) {
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Counts occurrences of an event, and says when to log it: at the first and then at most

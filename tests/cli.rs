@@ -252,11 +252,19 @@ async fn once_fails_when_a_balance_with_a_threshold_is_missing_from_the_answer()
     );
     let missing: Vec<&str> = stderr.lines().filter(|l| l.contains("MISSING")).collect();
     assert_eq!(missing.len(), 2, "{stderr}");
-    assert!(
-        missing[0].contains("account acq") && missing[0].contains("USD (frozen)"),
+    fn fields(line: &str) -> [&str; 4] {
+        ["level", "account", "currency", "kind"].map(|k| logfmt_field(line, k).unwrap_or(""))
+    }
+    assert_eq!(
+        fields(missing[0]),
+        ["error", "acq", "USD", "frozen"],
         "{stderr}"
     );
-    assert!(missing[1].contains("EUR (available)"), "{stderr}");
+    assert_eq!(
+        fields(missing[1]),
+        ["error", "acq", "EUR", "available"],
+        "{stderr}"
+    );
 
     // The same answer, with thresholds only on what it holds: a success.
     let (code, _, stderr) =
@@ -608,4 +616,348 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus conventions: --version, help, log keys, listen addresses, the telemetry path.
+
+/// Go's name for the architecture the tests run on (that of the binary under test).
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+#[test]
+fn version_prints_the_prometheus_layout() {
+    let (code, stdout, stderr) = common::run_binary(&["--version"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        common::run_binary(&["-V"], &[]).1,
+        stdout,
+        "-V is --version"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    let head = lines[0]
+        .strip_prefix(&format!(
+            "balance_exporter, version {} (branch: ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("first line: {stdout}"));
+    let (branch, revision) = head
+        .split_once(", revision: ")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(!branch.is_empty() && !revision.is_empty(), "{stdout}");
+    let field = |i: usize, name: &str| -> String {
+        let line = lines[i];
+        let value = line
+            .strip_prefix(&format!("  {name}:"))
+            .unwrap_or_else(|| panic!("line {i} is not `  {name}:`: {stdout}"));
+        value.trim().to_owned()
+    };
+    let date = field(2, "build date");
+    let rustc = field(3, "rustc version");
+    assert!(!field(1, "build user").is_empty());
+    assert_eq!(
+        field(4, "platform"),
+        format!("{}/{}", std::env::consts::OS, go_arch())
+    );
+    assert_eq!(
+        field(5, "features"),
+        "demo",
+        "this test needs the demo feature"
+    );
+    // YYYYMMDD-HH:MM:SS, as Prometheus' builds print it.
+    let shape: String = date
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "99999999-99:99:99", "{date}");
+    assert!(rustc.split('.').count() >= 3, "{rustc}");
+
+    // Built from this checkout, the revision is its commit (unless the build was told one).
+    let git = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output();
+    if let Ok(out) = git
+        && out.status.success()
+        && std::env::var_os("BALANCE_EXPORTER_REVISION").is_none()
+    {
+        assert_eq!(revision, String::from_utf8_lossy(&out.stdout).trim());
+    }
+}
+
+#[test]
+fn short_and_long_help_share_the_tagline_and_describe_every_flag() {
+    let (code, short, _) = common::run_binary(&["-h"], &[]);
+    assert_eq!(code, 0);
+    let (code, long, _) = common::run_binary(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(short.lines().next(), long.lines().next(), "{short}\n{long}");
+    for flag in [
+        "--config.file",
+        "--config.check",
+        "--web.listen-address",
+        "--web.config.file",
+        "--web.max-connections",
+        "--web.enable-lifecycle",
+        "--web.telemetry-path",
+        "--log.level",
+        "--log.format",
+        "--once",
+        "--demo",
+        "--version",
+        "--help",
+    ] {
+        // In the short help each flag's line carries its description after the flag.
+        let line = short
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .any(|w| w == flag || w == format!("{flag},"))
+            })
+            .unwrap_or_else(|| panic!("{flag} missing from -h:\n{short}"));
+        let after = line.split_once(flag).map(|(_, rest)| rest).unwrap_or("");
+        let described = after
+            .split_whitespace()
+            .filter(|w| !w.starts_with('<'))
+            .count();
+        assert!(described >= 3, "{flag} has no help text: {line:?}");
+    }
+}
+
+/// Every line of `stderr` as a JSON object with the exporter's keys.
+fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    assert!(!stderr.trim().is_empty(), "nothing logged");
+    stderr
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{stderr}"));
+            for key in ["time", "level", "target", "msg"] {
+                assert!(v[key].is_string(), "no {key} in {line}");
+            }
+            let level = v["level"].as_str().unwrap_or_default();
+            assert_eq!(level, level.to_lowercase(), "{line}");
+            assert!(
+                v.get("timestamp").is_none() && v.get("message").is_none(),
+                "{line}"
+            );
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn bad_flags_are_an_error_line_in_the_requested_log_format() {
+    let (code, stdout, stderr) =
+        common::run_binary(&["--log.format", "json", "--web.listen-adress", ":1"], &[]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let lines = json_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(lines[0]["level"], "error");
+    let error = lines[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("--web.listen-adress") && error.contains("--web.listen-address"),
+        "names the flag and the one meant: {error}"
+    );
+
+    let (code, _, stderr) = common::run_binary(&["--log.format=json", "--once", "--demo"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(json_lines(&stderr)[0]["level"], "error");
+
+    let (code, _, stderr) = common::run_binary(&["--bogus"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    let line = stderr.trim();
+    assert!(!line.contains('\n'), "one line: {stderr}");
+    assert!(line.starts_with("time="), "{line}");
+    assert_eq!(logfmt_field(line, "level"), Some("error"), "{line}");
+}
+
+#[tokio::test]
+async fn fatal_start_up_errors_are_log_lines_in_json() {
+    let dir = TempDir::new("fatal-json");
+    let missing = dir.0.join("absent.yml");
+    let (code, _, stderr) = run(
+        args(&[
+            "--log.format",
+            "json",
+            "--config.file",
+            missing.to_str().unwrap(),
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let lines = json_lines(&stderr);
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "error")
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert_eq!(error["file"], missing.to_str().unwrap(), "{stderr}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot read"),
+        "{stderr}"
+    );
+
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(
+        args(&[
+            "--demo",
+            "--log.format",
+            "json",
+            "--web.listen-address",
+            &address,
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let lines = json_lines(&stderr);
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "error")
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert_eq!(error["msg"], "cannot listen", "{stderr}");
+    assert_eq!(error["address"], address.as_str(), "{stderr}");
+    drop(taken);
+
+    let (code, _, stderr) = run(
+        args(&[
+            "--demo",
+            "--log.format",
+            "json",
+            "--web.telemetry-path",
+            "metrics",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(json_lines(&stderr).iter().any(|l| {
+        l["level"] == "error"
+            && l["msg"]
+                .as_str()
+                .unwrap_or("")
+                .contains("--web.telemetry-path")
+    }));
+}
+
+#[test]
+fn a_json_daemon_logs_every_line_as_json() {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_balance_exporter"));
+    command.args([
+        "--demo",
+        "--log.format",
+        "json",
+        "--log.level",
+        "debug",
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    let mut process = common::Process::spawn("balance_exporter", command);
+    let listening =
+        process.wait_for_line_within(common::PATIENCE, |l| l.contains("\"msg\":\"listening\""));
+    let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    let addr: std::net::SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(listening["tls"], false, "typed, not text");
+    process.wait_for_line_within(common::PATIENCE, |l| {
+        l.contains("\"msg\":\"poll succeeded\"")
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = runtime.block_on(get(addr, "/metrics"));
+    assert_eq!(status, 200);
+    let log = process.stop();
+    let lines = json_lines(&log);
+    assert!(
+        lines.iter().any(|l| l["msg"] == "starting balance_exporter"
+            && l["version"] == env!("CARGO_PKG_VERSION"))
+    );
+    assert!(lines.iter().any(|l| l["level"] == "debug"), "{log}");
+}
+
+#[test]
+fn listens_on_every_listen_address() {
+    // Daemon::spawn adds a second `--web.listen-address 127.0.0.1:0` after these.
+    let mut daemon = Daemon::spawn(&["--demo", "--web.listen-address", "127.0.0.1:0"]);
+    let second = daemon.wait_for_line(|l| l.contains("msg=listening"));
+    let second: std::net::SocketAddr = logfmt_field(&second, "address")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{second}"));
+    assert_ne!(second, daemon.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for addr in [daemon.addr, second] {
+        let (status, body) = runtime.block_on(get(addr, "/metrics"));
+        assert_eq!(status, 200, "{addr}");
+        assert!(body.contains("balance_exporter_build_info"), "{addr}");
+        let (status, page) = runtime.block_on(get(addr, "/"));
+        assert_eq!(status, 200, "{addr}");
+        assert!(page.contains("sms-main"), "{addr}");
+    }
+    let log = daemon.stop();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("msg=listening")).count(),
+        2,
+        "{log}"
+    );
+
+    // The same fixed address twice is refused as such.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    drop(taken);
+    let (code, _, stderr) = common::run_binary(
+        &[
+            "--demo",
+            "--web.listen-address",
+            &address,
+            "--web.listen-address",
+            &address,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("level=error")
+            && l.contains("msg=\"--web.listen-address is given twice\"")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_telemetry_path_on_a_built_in_page_is_served_with_a_warning() {
+    let mut daemon = Daemon::spawn(&["--demo", "--web.telemetry-path", "/"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = runtime.block_on(get(daemon.addr, "/"));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE balance_exporter_build_info"),
+        "{body}"
+    );
+    let (status, _) = runtime.block_on(get(daemon.addr, "/metrics"));
+    assert_eq!(status, 404);
+    let log = daemon.process().log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("msg=\"--web.telemetry-path"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert_eq!(logfmt_field(warning, "level"), Some("warn"), "{warning}");
+    assert!(warning.contains("hidden=\"the status page\""), "{warning}");
+    drop(daemon);
+
+    let daemon = Daemon::spawn(&["--demo"]);
+    let log = daemon.stop();
+    assert!(
+        !log.contains("--web.telemetry-path"),
+        "no warning by default:\n{log}"
+    );
 }

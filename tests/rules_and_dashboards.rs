@@ -42,8 +42,15 @@ const ALERTS: [(&str, &str); 12] = [
 /// Alerts about the scrape target as a whole: they have no account or currency to name.
 const TARGET_LEVEL_ALERTS: [&str; 2] = ["BalanceExporterDown", "BalanceExporterReloadFailed"];
 
-const RUNBOOK_URL: &str =
-    "https://github.com/balance-exporter/balance_exporter/blob/main/deploy/prometheus/RUNBOOK.md";
+/// Where RUNBOOK.md is, relative to the repository URL Cargo.toml declares.
+const RUNBOOK_PATH: &str = "/blob/main/deploy/prometheus/RUNBOOK.md";
+
+/// The files that hold alert rules or their expected annotations, and so runbook links.
+const RULE_FILES: [&str; 3] = [
+    "deploy/prometheus/alerts.yml",
+    "deploy/prometheus/alerts.test.yml",
+    "deploy/kubernetes/prometheusrule.yaml",
+];
 
 /// The exporter's metric names (issue 2's table); a misspelt one would silently match nothing.
 const METRICS: [&str; 16] = [
@@ -502,6 +509,52 @@ fn github_anchor(heading: &str) -> String {
         .collect()
 }
 
+/// `package.repository` of Cargo.toml: the one place the project's URL is declared.
+fn repository_url() -> String {
+    let manifest = read(&repo().join("Cargo.toml"));
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("Cargo.toml declares package.repository")
+        .to_owned()
+}
+
+/// The URL every runbook link starts with.
+fn runbook_base() -> String {
+    format!("{}{RUNBOOK_PATH}", repository_url())
+}
+
+/// What is wrong with the `runbook_url:` values of a rule file's text: a link under another
+/// base, or to a section RUNBOOK.md does not have. Also how many links there are.
+fn runbook_link_problems(
+    text: &str,
+    base: &str,
+    anchors: &BTreeSet<String>,
+) -> (usize, Vec<String>) {
+    let mut links = 0;
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let Some(value) = line.trim_start().strip_prefix("runbook_url:") else {
+            continue;
+        };
+        links += 1;
+        let value = value.trim().trim_matches(['"', '\'']);
+        match value
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('#'))
+        {
+            None => problems.push(format!("line {}: {value} is not under {base}#", n + 1)),
+            Some(anchor) if !anchors.contains(anchor) => problems.push(format!(
+                "line {}: RUNBOOK.md has no section for #{anchor}",
+                n + 1
+            )),
+            Some(_) => {}
+        }
+    }
+    (links, problems)
+}
+
 fn runbook_anchors() -> BTreeSet<String> {
     read(&repo().join("deploy/prometheus/RUNBOOK.md"))
         .lines()
@@ -714,7 +767,7 @@ fn every_alert_has_severity_summary_description_and_runbook_section() {
         let anchor = name.to_lowercase();
         assert_eq!(
             a["runbook_url"],
-            format!("{RUNBOOK_URL}#{anchor}"),
+            format!("{}#{anchor}", runbook_base()),
             "{name}: runbook_url"
         );
         assert!(
@@ -722,6 +775,72 @@ fn every_alert_has_severity_summary_description_and_runbook_section() {
             "{name}: RUNBOOK.md has no section `## {name}`"
         );
     }
+}
+
+#[test]
+fn every_runbook_link_of_every_rule_file_points_at_a_runbook_section() {
+    let base = runbook_base();
+    let anchors = runbook_anchors();
+    for file in RULE_FILES {
+        let (links, problems) = runbook_link_problems(&read(&repo().join(file)), &base, &anchors);
+        assert!(
+            links >= ALERTS.len(),
+            "{file}: {links} runbook links, fewer than alerts"
+        );
+        assert!(problems.is_empty(), "{file}:\n{}", problems.join("\n"));
+    }
+    // No other file under deploy/ carries rules (a copy would drift unchecked).
+    let mut others = Vec::new();
+    let mut dirs = vec![repo().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path)
+                && text
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("runbook_url:"))
+            {
+                let rel = path
+                    .strip_prefix(repo())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if !RULE_FILES.contains(&rel.as_str()) {
+                    others.push(rel);
+                }
+            }
+        }
+    }
+    assert!(
+        others.is_empty(),
+        "runbook links outside {RULE_FILES:?}: {others:?}"
+    );
+
+    // The check itself: a link under another base and one to a missing section are caught.
+    let (_, problems) = runbook_link_problems(
+        &format!(
+            "runbook_url: https://elsewhere.example/RUNBOOK.md#balancelow\n\
+             runbook_url: {base}#balancelowish\n\
+             runbook_url: '{base}#balancelow'\n"
+        ),
+        &base,
+        &anchors,
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("not under") && problems[1].contains("#balancelowish"));
+}
+
+#[test]
+fn the_repository_url_is_declared_once_and_the_image_label_agrees() {
+    let repository = repository_url();
+    assert!(repository.starts_with("https://"), "{repository}");
+    let dockerfile = read(&repo().join("deploy/docker/Dockerfile"));
+    assert!(
+        dockerfile.contains(&format!("org.opencontainers.image.source=\"{repository}\"")),
+        "deploy/docker/Dockerfile's image source label is not Cargo.toml's repository"
+    );
 }
 
 #[test]

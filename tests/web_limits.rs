@@ -113,6 +113,48 @@ async fn connections_beyond_max_connections_are_refused_until_a_slot_is_free() {
     assert!(warnings[0].contains("max_connections=8"), "{}", warnings[0]);
 }
 
+/// The cap guards the process' file descriptors, so it counts the connections of every
+/// `--web.listen-address` together.
+#[tokio::test]
+async fn the_connection_cap_counts_every_listen_address_together() {
+    let (daemon, second) = tokio::task::spawn_blocking(|| {
+        let mut daemon = Daemon::spawn(&[
+            "--demo",
+            "--web.max-connections",
+            "1",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ]);
+        let line = daemon.wait_for_line(|l| l.contains("msg=listening"));
+        let second: SocketAddr = logfmt_field(&line, "address")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no socket address in {line:?}"));
+        (daemon, second)
+    })
+    .await
+    .unwrap();
+    assert_ne!(daemon.addr, second);
+    // Answered, so accepted: the idle keep-alive connection now holds the one slot.
+    let mut held = TcpStream::connect(daemon.addr).await.unwrap();
+    let answer = exchange(&mut held).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut other = TcpStream::connect(second).await.unwrap();
+    tokio::time::timeout(PATIENCE, closed_by_server(&mut other))
+        .await
+        .expect("a connection to the other address is beyond the cap, and closed at once");
+
+    drop(held);
+    let body = metrics_answer_within(second, PATIENCE).await;
+    assert!(body.contains("# TYPE balance_exporter_"), "{body}");
+    let log = daemon.stop_async().await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains(REFUSING) && l.contains("max_connections=1")),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_zero_connection_cap_is_refused() {
     let (code, _, stderr) = common::run_binary(&["--demo", "--web.max-connections", "0"], &[]);
