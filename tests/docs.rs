@@ -674,16 +674,18 @@ fn commands_if_shell(block: &Block) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // YAML configurations.
 
-/// What a `*_file` or `*_env` secret of `key` holds for the check: PayBy's keys must parse.
-fn secret_for(key: &str, ca: &TestCa) -> String {
+/// What a `*_file` or `*_env` secret of `key` holds for the check: PayBy's keys must parse,
+/// Stripe's key must look like one.
+fn secret_for(provider: &str, key: &str, ca: &TestCa) -> String {
     let stem = key
         .strip_suffix("_file")
         .or_else(|| key.strip_suffix("_env"))
         .unwrap_or(key);
-    match stem {
-        "private_key" => read(&repo().join("testdata/payby/merchant_private_key_pkcs8.pem")),
-        "payby_public_key" => read(&repo().join("testdata/payby/payby_public_key.pem")),
-        "ca" => ca.cert_pem.clone(),
+    match (provider, stem) {
+        ("stripe", "api_key") => "rk_test_docsTestSecret\n".to_owned(),
+        (_, "private_key") => read(&repo().join("testdata/payby/merchant_private_key_pkcs8.pem")),
+        (_, "payby_public_key") => read(&repo().join("testdata/payby/payby_public_key.pem")),
+        (_, "ca") => ca.cert_pem.clone(),
         _ => "docs-test-secret\n".to_owned(),
     }
 }
@@ -696,28 +698,48 @@ fn provide_secrets(config: &mut Value, dir: &Path, ca: &TestCa) -> Vec<(String, 
         return env;
     };
     for account in accounts.iter_mut().filter_map(Value::as_mapping_mut) {
-        let keys: Vec<String> = account
-            .keys()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect();
-        for key in keys {
-            let Some(value) = account.get(key.as_str()).and_then(Value::as_str) else {
-                continue;
-            };
-            if key.ends_with("_file") {
-                let file = dir.join(value.trim_start_matches('/'));
-                std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
-                std::fs::write(&file, secret_for(&key, ca)).expect("write a secret file");
-                account.insert(key.as_str().into(), file.to_string_lossy().as_ref().into());
-            } else if key.ends_with("_env") {
-                let secret = secret_for(&key, ca);
-                // A variable holds the secret itself, without a file's trailing newline.
-                env.push((value.to_owned(), secret.trim_end().to_owned()));
-            }
-        }
+        let provider = account
+            .get("provider")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        provide_in(&provider, account, dir, ca, &mut env);
     }
     env
+}
+
+/// [`provide_secrets`] for one mapping and the mappings nested in it (`http_json`'s `auth:`).
+fn provide_in(
+    provider: &str,
+    map: &mut Mapping,
+    dir: &Path,
+    ca: &TestCa,
+    env: &mut Vec<(String, String)>,
+) {
+    let keys: Vec<String> = map
+        .keys()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    for key in keys {
+        if let Some(nested) = map.get_mut(key.as_str()).and_then(Value::as_mapping_mut) {
+            provide_in(provider, nested, dir, ca, env);
+            continue;
+        }
+        let Some(value) = map.get(key.as_str()).and_then(Value::as_str) else {
+            continue;
+        };
+        if key.ends_with("_file") {
+            let file = dir.join(value.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(&file, secret_for(provider, &key, ca)).expect("write a secret file");
+            map.insert(key.as_str().into(), file.to_string_lossy().as_ref().into());
+        } else if key.ends_with("_env") {
+            let secret = secret_for(provider, &key, ca);
+            // A variable holds the secret itself, without a file's trailing newline.
+            env.push((value.to_owned(), secret.trim_end().to_owned()));
+        }
+    }
 }
 
 fn config_check(args: &[&str], dir: &Path, env: &[(String, String)], at: &str) {

@@ -206,7 +206,7 @@ fn amounts_that_are_not_whole_minor_units_and_bad_currencies_are_decode_errors()
             r#"{"available":[{"amount":1e400,"currency":"usd"}]}"#,
             "available[0].amount",
         ),
-        (r#"{"available":"lots"}"#, "unexpected response body"),
+        (r#"{"available":"lots"}"#, "not the JSON expected"),
     ] {
         let error = parse_balance(&at(200, body)).unwrap_err();
         assert_eq!(error.code, "decode", "{body}");
