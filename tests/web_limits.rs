@@ -315,10 +315,14 @@ async fn a_head_sent_a_byte_a_second_is_cut_off_by_the_header_timeout() {
     let (addr, limits) = server().await;
     let header = limits.timeouts.unwrap().header;
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let idle = limits.timeouts.unwrap().idle;
+    // Not `header + 1 s` at most: on a loaded machine loopback bytes can reach the server
+    // after the paused clock has already jumped, so the head's clock may start late. What
+    // tells the timeouts apart is that the idle timeout would have come much later.
     let lasted = trickle_until_closed(&mut stream, limits).await;
     assert!(
-        lasted >= header && lasted <= header + Duration::from_secs(1),
-        "cut off after {lasted:?} (header timeout {header:?})"
+        lasted >= header && lasted < idle,
+        "cut off after {lasted:?} (header timeout {header:?}, idle {idle:?})"
     );
 
     // The same after a first request: the head's clock starts at its first byte, not when
@@ -328,8 +332,8 @@ async fn a_head_sent_a_byte_a_second_is_cut_off_by_the_header_timeout() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let lasted = trickle_until_closed(&mut stream, limits).await;
     assert!(
-        lasted >= header && lasted <= header + Duration::from_secs(1),
-        "cut off after {lasted:?} of head (header timeout {header:?})"
+        lasted >= header && lasted < idle,
+        "cut off after {lasted:?} of head (header timeout {header:?}, idle {idle:?})"
     );
 }
 
