@@ -1,4 +1,4 @@
-"""The official Stripe SDK against our simulator (run by tests/official_sdks_stripe.rs).
+"""The official Stripe SDK against our simulator (run by tests/official_sdks.rs).
 
 Reads the balance through the SDK's own request and response code, once with the client
 (`StripeClient(base_addresses=...)`) and once with the module-level API (`stripe.api_base`),
