@@ -64,8 +64,14 @@ async fn a_failed_reload_shows_a_banner_with_its_time_and_reason_and_no_secret()
         .and_then(|b| b.split("</div>").next())
         .unwrap_or_else(|| panic!("no banner in {page}"));
     assert!(banner.contains("RELOAD FAILED"), "{banner}");
-    assert!(banner.contains("accounts[0] (second).poll_intervl"), "{banner}");
-    assert!(banner.contains("accounts[1] (third).dev_secret"), "{banner}");
+    assert!(
+        banner.contains("accounts[0] (second).poll_intervl"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("accounts[1] (third).dev_secret"),
+        "{banner}"
+    );
     // Its time, to the second, in RFC 3339.
     let at = banner
         .split("</strong> at ")
