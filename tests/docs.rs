@@ -53,6 +53,8 @@ enum RunBy {
         script: &'static str,
         line: &'static str,
     },
+    /// A test (`tests/<file>.rs::<test>`) runs it itself, on copies of the files it changes.
+    Test { runs_it: &'static str },
     /// It cannot run on a CI machine (`why`); `checked_by` (`tests/<file>.rs::<test>`) checks
     /// the files it uses.
     NotRunnable {
@@ -61,14 +63,35 @@ enum RunBy {
     },
 }
 
-use RunBy::{Ci, NotRunnable};
+use RunBy::{Ci, NotRunnable, Test};
 
+const RUNBOOK_REWRITE: &str =
+    "tests/rules_and_dashboards.rs::the_documented_runbook_rewrite_repoints_every_link";
 const NO_DOCKER: &str = "needs a Docker engine (CI machines have the docker-compose client only)";
 const NO_SYSTEMD: &str = "needs root on a host run by systemd";
 
 /// The documented commands run by something else than this test, exactly as the docs write
 /// them (comments removed, continuation lines joined with a space).
 const ELSEWHERE: &[(&str, RunBy)] = &[
+    // Repointing the runbook links edits the repository's rule files in place.
+    (
+        "BASE=https://github.com/balance-exporter/balance_exporter/blob/main/deploy/prometheus/RUNBOOK.md",
+        Test {
+            runs_it: RUNBOOK_REWRITE,
+        },
+    ),
+    (
+        "sed -i \"s|$BASE|https://wiki.example.com/sre/balance_exporter/RUNBOOK.md|\" deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml deploy/kubernetes/prometheusrule.yaml",
+        Test {
+            runs_it: RUNBOOK_REWRITE,
+        },
+    ),
+    (
+        "promtool test rules deploy/prometheus/alerts.test.yml",
+        Test {
+            runs_it: RUNBOOK_REWRITE,
+        },
+    ),
     (
         "cargo install --locked --path .",
         Ci {
@@ -409,6 +432,16 @@ fn every_command_run_elsewhere_is_in_the_docs_and_its_runner_exists() {
                     text.lines()
                         .any(|l| !l.trim_start().starts_with('#') && l.contains(line)),
                     "`{command}`: {script} has no line running `{line}`"
+                );
+            }
+            Test { runs_it } => {
+                let (file, test) = runs_it
+                    .split_once("::")
+                    .unwrap_or_else(|| panic!("{runs_it}: expected tests/<file>.rs::<test>"));
+                let text = read(&repo().join(file));
+                assert!(
+                    text.contains(&format!("fn {test}()")),
+                    "`{command}`: {file} has no test {test}"
                 );
             }
             NotRunnable { why, checked_by } => {
