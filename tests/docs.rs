@@ -168,7 +168,7 @@ const ELSEWHERE: &[(&str, RunBy)] = &[
         },
     ),
     (
-        "docker build -f deploy/docker/Dockerfile --build-arg REVISION=$(git rev-parse --short=12 HEAD) -t balance_exporter .",
+        "docker build -f deploy/docker/Dockerfile --build-arg REVISION=$(git rev-parse HEAD) --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) -t balance_exporter .",
         NotRunnable {
             why: NO_DOCKER,
             checked_by: "tests/docs.rs::the_docker_build_context_is_a_locked_cargo_package",
