@@ -882,7 +882,10 @@ fn the_documented_runbook_rewrite_repoints_every_link() {
         let text = read(&scratch.0.join(file));
         let (links, problems) = runbook_link_problems(&text, new_base, &anchors);
         assert!(links > 0, "{file}: no runbook links after the rewrite");
-        assert!(problems.is_empty(), "{file} after the rewrite: {problems:?}");
+        assert!(
+            problems.is_empty(),
+            "{file} after the rewrite: {problems:?}"
+        );
     }
 }
 

@@ -994,21 +994,29 @@ mod tests {
         assert_eq!(answer(503, &[], b"").status_error().message, "HTTP 503");
     }
 
+    /// A server on loopback answering every request with `fault`.
+    #[cfg(feature = "demo")]
+    async fn always_answering(fault: crate::sim::Fault) -> crate::sim::SimServer {
+        use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
+        struct Always(Fault);
+        #[async_trait::async_trait]
+        impl SimHandler for Always {
+            async fn handle(&self, _: &SimRequest) -> SimResponse {
+                neutral_fault(&self.0).await.expect("a neutral fault")
+            }
+        }
+        SimServer::start(Arc::new(Always(fault))).await.unwrap()
+    }
+
     /// A redirect ends the call whatever the provider's `interpret` would make of it, after
     /// one attempt: the client never follows it.
     #[cfg(feature = "demo")]
     #[tokio::test]
     async fn a_call_refuses_a_redirect_once_without_following_it() {
-        use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
-        struct Moved;
-        #[async_trait::async_trait]
-        impl SimHandler for Moved {
-            async fn handle(&self, _: &SimRequest) -> SimResponse {
-                let fault = Fault::https_redirect("http://127.0.0.1:1/v1/balance");
-                neutral_fault(&fault).await.unwrap()
-            }
-        }
-        let server = SimServer::start(Arc::new(Moved)).await.unwrap();
+        let server = always_answering(crate::sim::Fault::https_redirect(
+            "http://127.0.0.1:1/v1/balance",
+        ))
+        .await;
         let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
         let observer = CountingObserver::new("a");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1035,18 +1043,10 @@ mod tests {
     #[cfg(feature = "demo")]
     #[tokio::test]
     async fn a_call_survives_a_retry_after_past_the_clock() {
-        use crate::sim::{Fault, SimHandler, SimRequest, SimResponse, SimServer, neutral_fault};
-        struct Limited;
-        #[async_trait::async_trait]
-        impl SimHandler for Limited {
-            async fn handle(&self, _: &SimRequest) -> SimResponse {
-                let fault = Fault::TooManyRequests {
-                    retry_after_seconds: u64::MAX,
-                };
-                neutral_fault(&fault).await.unwrap()
-            }
-        }
-        let server = SimServer::start(Arc::new(Limited)).await.unwrap();
+        let server = always_answering(crate::sim::Fault::TooManyRequests {
+            retry_after_seconds: u64::MAX,
+        })
+        .await;
         let client = HttpClient::new(&plain_settings(), Clock::system()).unwrap();
         let observer = CountingObserver::new("a");
         let deadline = Instant::now() + Duration::from_secs(30);
