@@ -295,3 +295,208 @@ fn fill(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime};
+
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::config::Threshold;
+    use crate::metrics::{AccountTelemetry, LastError};
+    use crate::providers::{ErrorClass, ProviderError, codes};
+    use crate::snapshot::{AccountStatus, Overview, Snapshot};
+
+    fn threshold(kind: &'static str, currency: Option<&str>, warning: Option<i64>) -> Threshold {
+        Threshold {
+            kind,
+            currency: currency.map(str::to_owned),
+            warning: warning.map(Decimal::from),
+            critical: Some(Decimal::new(105, 1)),
+        }
+    }
+
+    fn account(provider: &'static str, name: &str) -> AccountState {
+        AccountState {
+            provider,
+            account: name.to_owned(),
+            poll_interval: Duration::from_secs(60),
+            thresholds: Vec::new(),
+            snapshot: None,
+            known_currencies: Vec::new(),
+            polls: 0,
+            up: false,
+            last_success: None,
+            last_poll_duration: None,
+            last_error: None,
+        }
+    }
+
+    /// A state and telemetry with every kind of series, names that need escaping and names
+    /// whose escaped and raw orders differ.
+    fn varied() -> (State, std::sync::Arc<Telemetry>, Vec<AccountTelemetry>) {
+        let now = Instant::now();
+        let stale_after = Duration::from_secs(600);
+        let mut accounts = BTreeMap::new();
+        let names = [
+            "a", "a!", "a\"q", "a\\b", "a\nnl", "b-stale", "c-never", "d-down",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let provider = ["uqpay", "onerway", "engagelab"][i % 3];
+            let mut a = account(provider, name);
+            a.poll_interval = Duration::from_millis(1500 * (i as u64 + 1));
+            a.thresholds = vec![
+                threshold("available", Some("USD"), Some(100)),
+                threshold("total", None, None),
+                // The same balance by another route: a duplicate series, kept in order.
+                threshold("available", Some("USD"), Some(7)),
+            ];
+            if *name != "c-never" {
+                let mut s = Snapshot::default();
+                s.add("USD", "available", Some(Decimal::new(123_456, 2)));
+                s.add("eur", "total", Some(Decimal::new(-5, 1)));
+                s.add("AED", "available", Some(Decimal::new(i as i64, 0)));
+                s.add("USD", "total", Some(Decimal::new(1, 8)));
+                s.overviews.push(Overview {
+                    currency: "USD".to_owned(),
+                    amount: Decimal::new(99, 0),
+                });
+                s.statuses.push(AccountStatus {
+                    currency: "USD".to_owned(),
+                    status: "ACTIVE \"x\"".to_owned(),
+                });
+                s.statuses.push(AccountStatus {
+                    currency: "AED".to_owned(),
+                    status: "FROZEN".to_owned(),
+                });
+                a.known_currencies = s.currencies().into_iter().map(str::to_owned).collect();
+                let at = if *name == "b-stale" {
+                    now - stale_after
+                } else {
+                    now
+                };
+                a.snapshot = Some((s, at));
+                a.polls = i as u64 + 1;
+                a.up = *name != "d-down";
+                a.last_success =
+                    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+                a.last_poll_duration = Some(Duration::from_micros(12_345 * (i as u64 + 1)));
+                if *name == "d-down" {
+                    a.last_error = Some(LastError {
+                        code: "E1".to_owned(),
+                        class: ErrorClass::Server,
+                        message: "m".to_owned(),
+                        at: SystemTime::UNIX_EPOCH,
+                    });
+                }
+            }
+            accounts.insert(name.to_string(), a);
+        }
+        let state = State {
+            accounts,
+            stale_after,
+        };
+        let telemetry = Telemetry::new();
+        telemetry.config_loaded(false);
+        let mut handles = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let provider = state.accounts[*name].provider;
+            let documented: &[(&'static str, ErrorClass)] = if i % 2 == 0 {
+                &[
+                    ("2001", ErrorClass::Auth),
+                    ("1000", ErrorClass::Server),
+                    ("zz", ErrorClass::Client),
+                ]
+            } else {
+                &[]
+            };
+            let t =
+                AccountTelemetry::new(telemetry.clone(), provider, name, documented, i % 3 == 0);
+            for k in 0..i {
+                t.observe_request("balance", Duration::from_millis(40 * k as u64));
+                if k % 2 == 0 {
+                    t.observe_request("token", Duration::from_millis(700));
+                }
+            }
+            if i % 4 == 1 {
+                t.count_error(&ProviderError::new("2001", ErrorClass::Auth, "x"));
+                t.count_error(&ProviderError::new(
+                    codes::TIMEOUT,
+                    ErrorClass::Transport,
+                    "x",
+                ));
+                t.count_error(&ProviderError::new("2001", ErrorClass::Client, "x"));
+            }
+            if i == 3 {
+                for c in 0..25 {
+                    t.count_error(&ProviderError::new(
+                        format!("c{c}"),
+                        ErrorClass::Decode,
+                        "x",
+                    ));
+                }
+                t.count_error(&ProviderError::new("y", ErrorClass::Auth, "x"));
+            }
+            if i % 3 == 1 {
+                t.count_token_refresh();
+            }
+            if i % 2 == 1 {
+                t.set_clock_skew(-1.25 * i as f64);
+            }
+            if i == 2 {
+                t.count_poller_restart();
+            }
+            handles.push(t);
+        }
+        // An account that left: none of its series remain.
+        let gone = AccountTelemetry::new(
+            telemetry.clone(),
+            "uqpay",
+            "gone",
+            &[("1", ErrorClass::Auth)],
+            true,
+        );
+        gone.observe_request("elsewhere", Duration::from_millis(3));
+        gone.count_poller_restart();
+        gone.remove();
+        (state, telemetry, handles)
+    }
+
+    /// The body without what changes from run to run: process metrics and the revision.
+    fn stable(body: &str) -> String {
+        body.lines()
+            .filter(|l| {
+                !l.contains("process_") && !l.contains("_reload_success_timestamp_seconds ")
+            })
+            .map(|l| {
+                if l.starts_with("balance_exporter_build_info{") {
+                    "balance_exporter_build_info{..} 1".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
+    /// The body of a varied state is byte for byte the one the `prometheus`-crate path gave
+    /// (saved in testdata before per-account series were written as text).
+    #[test]
+    fn a_varied_state_renders_exactly_as_before() {
+        let (state, telemetry, _handles) = varied();
+        let body = Renderer::default()
+            .render(&state, &telemetry, Instant::now())
+            .expect("renders");
+        let got = stable(&body);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/metrics/varied.txt");
+        if std::env::var_os("WRITE_GOLDEN").is_some() {
+            std::fs::write(path, &got).expect("write golden");
+        }
+        let want = std::fs::read_to_string(path).expect("golden file");
+        assert_eq!(got, want);
+        assert!(body.contains("\nprocess_resident_memory_bytes "), "{body}");
+    }
+}
