@@ -14,6 +14,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use prometheus::TextEncoder;
 use prometheus::proto::MetricFamily;
@@ -25,6 +27,9 @@ use super::telemetry::{
 use super::{AccountState, State, Telemetry};
 use crate::clock::unix_seconds_f64;
 use crate::money::to_gauge;
+
+/// Accounts written per hold of the state's lock.
+const ACCOUNTS_PER_LOCK: usize = 64;
 
 const POLLED_NOTE: &str = "Polled in the background every poll_interval, not at scrape time.";
 
@@ -136,9 +141,14 @@ enum Source {
 
 impl Renderer {
     /// The exposition text of `state` and `telemetry`.
+    ///
+    /// The state is not copied: it is locked for a few dozen accounts at a time while their
+    /// lines are written, so pollers recording a poll wait microseconds, not a whole render.
+    /// A poll that lands during the render may show in the families written after it; every
+    /// change made before the render started is in the body.
     pub fn render(
         &mut self,
-        state: &State,
+        state: &Mutex<State>,
         telemetry: &Telemetry,
         now: Instant,
     ) -> Result<String, prometheus::Error> {
@@ -163,17 +173,18 @@ impl Renderer {
         // The state gauges list samples in the order of their label text, whose first label
         // is the account: accounts in the order of their escaped names (closed by the quote),
         // then each account's lines sorted among themselves.
-        let mut by_label_text: Vec<(Cow<'_, str>, &AccountState)> = state
-            .accounts
-            .values()
-            .map(|a| (escaped(&a.account), a))
-            .collect();
-        by_label_text
-            .sort_by(|(a, _), (b, _)| a.bytes().chain(*b"\"").cmp(b.bytes().chain(*b"\"")));
+        let (mut by_label_text, stale_after) = {
+            let state = crate::sync::lock(state);
+            let names: Vec<String> = state.accounts.keys().cloned().collect();
+            (names, state.stale_after)
+        };
+        by_label_text.sort_by(|a, b| {
+            let (a, b) = (escaped(a), escaped(b));
+            a.bytes().chain(*b"\"").cmp(b.bytes().chain(*b"\""))
+        });
 
         let mut out = String::with_capacity(self.last_len + self.last_len / 8);
         let encoder = TextEncoder::new();
-        let accounts = telemetry.accounts();
         for (_, source) in all {
             match source {
                 Source::State(gauge) => {
@@ -186,13 +197,17 @@ impl Renderer {
                         "gauge",
                     );
                     let samples = out.len();
-                    for (_, a) in &by_label_text {
-                        fill(a, state, now, &mut |g, labels, value| {
-                            if g == gauge {
-                                self.lines.add(gauge.name(), labels, value);
-                            }
-                        });
-                        self.lines.flush_sorted(&mut out);
+                    for names in by_label_text.chunks(ACCOUNTS_PER_LOCK) {
+                        let state = crate::sync::lock(state);
+                        // An account removed since the render started is left out.
+                        for a in names.iter().filter_map(|n| state.accounts.get(n)) {
+                            fill(a, stale_after, now, &mut |g, labels, value| {
+                                if g == gauge {
+                                    self.lines.add(gauge.name(), labels, value);
+                                }
+                            });
+                            self.lines.flush_sorted(&mut out);
+                        }
                     }
                     // Families without samples are left out, as `prometheus` does.
                     if out.len() == samples {
@@ -220,7 +235,9 @@ impl Renderer {
                     let start = out.len();
                     header(&mut out, name, help, None, kind);
                     let samples = out.len();
-                    for (account, series) in accounts.iter() {
+                    // Never held with the state's lock: `Metrics::configure` takes them the
+                    // other way round.
+                    for (account, series) in telemetry.accounts().iter() {
                         family.write(&mut out, account, series);
                     }
                     if out.len() == samples {
@@ -230,7 +247,6 @@ impl Renderer {
                 Source::Gathered(f) => encoder.encode_utf8(std::slice::from_ref(&f), &mut out)?,
             }
         }
-        drop(accounts);
         self.last_len = out.len();
         // The buffer for one account's lines stays; an account with a hostile number of
         // balances does not keep its size for the rest of the process.
@@ -388,7 +404,7 @@ impl Gauge {
 /// The samples of one account; labels in name order.
 fn fill(
     a: &AccountState,
-    state: &State,
+    stale_after: Duration,
     now: Instant,
     add: &mut dyn FnMut(Gauge, &Labels<'_>, f64),
 ) {
@@ -422,7 +438,7 @@ fn fill(
     if let Some(t) = a.last_success {
         add(Gauge::LastSuccess, &account, unix_seconds_f64(t));
     }
-    let Some(snapshot) = a.fresh_snapshot(state.stale_after, now) else {
+    let Some(snapshot) = a.fresh_snapshot(stale_after, now) else {
         return;
     };
     for b in &snapshot.balances {
@@ -650,7 +666,7 @@ mod tests {
     fn a_varied_state_renders_exactly_as_before() {
         let (state, telemetry, _handles) = varied();
         let body = Renderer::default()
-            .render(&state, &telemetry, Instant::now())
+            .render(&std::sync::Mutex::new(state), &telemetry, Instant::now())
             .expect("renders");
         let got = stable(&body);
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/metrics/varied.txt");
