@@ -440,7 +440,10 @@ pub fn gzip(text: &[u8]) -> Bytes {
     let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::fast());
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(text);
-    Bytes::from(encoder.finish().unwrap_or_default())
+    let mut compressed = encoder.finish().unwrap_or_default();
+    // Served until the next render: without the slack of the Vec's doubling.
+    compressed.shrink_to_fit();
+    Bytes::from(compressed)
 }
 
 #[cfg(test)]

@@ -248,6 +248,8 @@ impl Renderer {
             }
         }
         self.last_len = out.len();
+        // Served until the next render: without the room reserved for growth.
+        out.shrink_to_fit();
         // The buffer for one account's lines stays; an account with a hostile number of
         // balances does not keep its size for the rest of the process.
         if self.lines.text.capacity() > 64 * 1024 {
