@@ -7,6 +7,8 @@ import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])][1:]
 accounts = [int(r[0]) for r in rows]
 rss = [float(r[2]) for r in rows]
+# VmHWM (peak), drawn dashed beside RSS where memory.tsv has it.
+hwm = [float(r[5]) for r in rows] if rows and len(rows[0]) > 5 else []
 p99 = [float(r[4]) for r in rows]
 
 W, H, L, R, T, B = 640, 400, 70, 70, 40, 60
@@ -29,11 +31,11 @@ def y(v, top):
     return H - B - v / top * (H - T - B)
 
 
-rss_top, p99_top = nice_max(max(rss) * 1.1), nice_max(max(p99) * 1.1)
+rss_top, p99_top = nice_max(max(rss + hwm) * 1.1), nice_max(max(p99) * 1.1)
 out = [
     f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
     f'<rect width="{W}" height="{H}" fill="white"/>',
-    f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">balance_exporter: RSS and /metrics p99 (gzip) vs accounts</text>',
+    f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">balance_exporter: RSS (peak dashed) and /metrics p99 (gzip) vs accounts</text>',
     f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
     f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="#1f77b4"/>',
     f'<line x1="{W - R}" y1="{T}" x2="{W - R}" y2="{H - B}" stroke="#d62728"/>',
@@ -55,5 +57,8 @@ for values, top, color in [(rss, rss_top, "#1f77b4"), (p99, p99_top, "#d62728")]
     out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
     for n, v in zip(accounts, values):
         out.append(f'<circle cx="{x(n):.1f}" cy="{y(v, top):.1f}" r="3.5" fill="{color}"/>')
+if hwm:
+    points = " ".join(f"{x(n):.1f},{y(v, rss_top):.1f}" for n, v in zip(accounts, hwm))
+    out.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="1.5" stroke-dasharray="5,4"/>')
 out.append("</svg>")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")

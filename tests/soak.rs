@@ -1099,6 +1099,8 @@ async fn a_thousand_accounts_under_every_fault() {
         rss_first,
         samples.iter().map(|s| s.rss_kib).max().unwrap() as f64 / 1024.0
     );
+    let (rss_rise, _) = rss_trend(&after_warm_up);
+    println!("RSS trend after warm-up: the fitted line rises {rss_rise:.2} MiB across the run");
     println!(
         "open fds: min {fd_min}, max {fd_max}, mean {fds_first:.0} after warm-up, {fds_last:.0} at the end"
     );
@@ -1236,6 +1238,21 @@ async fn a_thousand_accounts_under_every_fault() {
         rss_last <= rss_first * 1.10,
         "RSS grew from {rss_first:.1} MiB to {rss_last:.1} MiB after warm-up"
     );
+    // Within 10% over the whole run after warm-up, not only at its ends ...
+    let rss_max_after = after_warm_up.iter().map(|s| s.rss_kib).max().unwrap() as f64 / 1024.0;
+    assert!(
+        rss_max_after <= rss_first * 1.10,
+        "RSS reached {rss_max_after:.1} MiB after warm-up, more than 10% over {rss_first:.1} MiB"
+    );
+    // ... and no upward trend: the least-squares line through every sample after warm-up
+    // rises by at most 10% of its mean across the run (renders make RSS bounce, so the ends
+    // alone can miss a slow climb; label sets and pools still fill for a while after
+    // warm-up, which a 75 s run cannot tell from a leak at a tighter bound: one run rose 9%).
+    let (rise, rss_mean) = rss_trend(&after_warm_up);
+    assert!(
+        rise <= rss_mean * 0.10,
+        "RSS trends upwards after warm-up: the fitted line rises {rise:.1} MiB across the run (mean {rss_mean:.1} MiB)"
+    );
     // Each request holds at most one connection; idle ones are kept per simulator host.
     let fd_bound = MAX_CONCURRENT_REQUESTS * (fleet.servers.len() + 1) + 32;
     assert!(fd_max <= fd_bound, "{fd_max} open fds, bound {fd_bound}");
@@ -1243,6 +1260,32 @@ async fn a_thousand_accounts_under_every_fault() {
         fds_last <= fds_first * 1.25 + 8.0,
         "open fds trend upwards: {fds_first:.0} after warm-up, {fds_last:.0} at the end"
     );
+}
+
+/// The rise in MiB, across the samples' time span, of the least-squares line through RSS
+/// against time; and the mean RSS in MiB.
+fn rss_trend(samples: &[&Sample]) -> (f64, f64) {
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.at.as_secs_f64(), s.rss_kib as f64 / 1024.0))
+        .collect();
+    let n = points.len() as f64;
+    let (mean_t, mean_r) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let covariance: f64 = points
+        .iter()
+        .map(|(t, r)| (t - mean_t) * (r - mean_r))
+        .sum();
+    let variance: f64 = points.iter().map(|(t, _)| (t - mean_t).powi(2)).sum();
+    let span = points.last().map_or(0.0, |p| p.0) - points.first().map_or(0.0, |p| p.0);
+    let slope = if variance > 0.0 {
+        covariance / variance
+    } else {
+        0.0
+    };
+    (slope * span, mean_r)
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -376,19 +376,18 @@ impl Metrics {
     /// Renders the state into the exposition body served on `/metrics`, now.
     pub fn render_now(&self) {
         let mut renderer = crate::sync::lock(&self.renderer);
-        let (state, generation) = {
+        // The generation and readiness as the render starts: the body has at least these.
+        let (generation, polled) = {
             let state = self.state();
-            (state.clone(), *self.changed.borrow())
+            let polled = state.accounts.values().filter(|a| a.polls > 0).count();
+            (*self.changed.borrow(), (polled, state.accounts.len()))
         };
-        match renderer.render(&state, &self.telemetry, Instant::now()) {
+        match renderer.render(&self.state, &self.telemetry, Instant::now()) {
             Ok(text) => {
                 let body = Body {
                     gzip: gzip(text.as_bytes()),
                     plain: Bytes::from(text),
-                    polled: (
-                        state.accounts.values().filter(|a| a.polls > 0).count(),
-                        state.accounts.len(),
-                    ),
+                    polled,
                 };
                 *crate::sync::write(&self.body) = body;
             }
@@ -480,7 +479,10 @@ pub fn gzip(text: &[u8]) -> Bytes {
     let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::fast());
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(text);
-    Bytes::from(encoder.finish().unwrap_or_default())
+    let mut compressed = encoder.finish().unwrap_or_default();
+    // Served until the next render: without the slack of the Vec's doubling.
+    compressed.shrink_to_fit();
+    Bytes::from(compressed)
 }
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
 //! Counters and histograms of the requests sent to providers, updated as requests happen, and
 //! the process-level gauges of configuration loads.
+//!
+//! Each account's own series (request and error counters, token refreshes, clock skew, poller
+//! restarts) are plain numbers in a small [`AccountSeries`] that the renderer writes as text,
+//! like the balance gauges. A `prometheus` child per series cost about 0.5 KB each (its own
+//! copy of the description and labels) plus a protobuf copy at every `gather()`: with 5,000
+//! accounts, 46,000 children, most of the exporter's memory (BENCHMARKS.md). The `prometheus`
+//! registry keeps what does not grow with accounts: the latency histogram (per provider and
+//! endpoint), the configuration-load gauges and the process metrics.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, Registry};
 
 use crate::clock::unix_seconds_f64;
 use crate::providers::http::PollObserver;
@@ -20,35 +28,38 @@ pub const OTHER_CODE: &str = "other";
 /// The metrics that requests update directly. One per process, kept across reloads.
 pub struct Telemetry {
     registry: Registry,
-    requests: IntCounterVec,
-    errors: IntCounterVec,
     durations: HistogramVec,
-    token_refreshes: IntCounterVec,
-    clock_skew: GaugeVec,
     reload_successful: Gauge,
     reload_success_time: Gauge,
-    poller_restarts: IntCounterVec,
+    /// Every configured account's own series, by account name (the order they are written in).
+    accounts: Mutex<BTreeMap<String, Arc<AccountSeries>>>,
 }
+
+/// HELP texts of the per-account families written from [`AccountSeries`].
+pub(super) const REQUESTS: (&str, &str) = (
+    "balance_api_requests_total",
+    "HTTP requests sent to the provider's API (balances are polled in the background every poll_interval).",
+);
+pub(super) const ERRORS: (&str, &str) = (
+    "balance_api_errors_total",
+    "Failed provider API requests by the provider's error code (or the exporter's where the provider gave none) and its class.",
+);
+pub(super) const TOKEN_REFRESHES: (&str, &str) = (
+    "balance_token_refreshes_total",
+    "Access tokens minted for the provider's API.",
+);
+pub(super) const CLOCK_SKEW: (&str, &str) = (
+    "balance_clock_skew_seconds",
+    "The provider's Date response header minus the local clock, at the last response (balances are polled in the background every poll_interval).",
+);
+pub(super) const POLLER_RESTARTS: (&str, &str) = (
+    "balance_exporter_poller_restarts_total",
+    "Times the account's poller stopped unexpectedly (a panic: an exporter bug, see the error log) and was restarted; the account shows down meanwhile.",
+);
 
 impl Telemetry {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "balance_api_requests_total",
-                "HTTP requests sent to the provider's API (balances are polled in the background every poll_interval).",
-            ),
-            &["provider", "account", "endpoint"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "balance_api_errors_total",
-                "Failed provider API requests by the provider's error code (or the exporter's where the provider gave none) and its class.",
-            ),
-            &["provider", "account", "code", "class"],
-        )
-        .expect("valid metric");
         let durations = HistogramVec::new(
             HistogramOpts::new(
                 "balance_api_request_duration_seconds",
@@ -56,22 +67,6 @@ impl Telemetry {
             )
             .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["provider", "endpoint"],
-        )
-        .expect("valid metric");
-        let token_refreshes = IntCounterVec::new(
-            Opts::new(
-                "balance_token_refreshes_total",
-                "Access tokens minted for the provider's API.",
-            ),
-            &["provider", "account"],
-        )
-        .expect("valid metric");
-        let clock_skew = GaugeVec::new(
-            Opts::new(
-                "balance_clock_skew_seconds",
-                "The provider's Date response header minus the local clock, at the last response (balances are polled in the background every poll_interval).",
-            ),
-            &["provider", "account"],
         )
         .expect("valid metric");
         // Named after Prometheus' own `prometheus_config_last_reload_*`, so that the usual
@@ -86,23 +81,10 @@ impl Telemetry {
             "Unix time of the last successful configuration load.",
         )
         .expect("valid metric");
-        let poller_restarts = IntCounterVec::new(
-            Opts::new(
-                "balance_exporter_poller_restarts_total",
-                "Times the account's poller stopped unexpectedly (a panic: an exporter bug, see the error log) and was restarted; the account shows down meanwhile.",
-            ),
-            &["provider", "account"],
-        )
-        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(errors.clone()),
-            Box::new(durations.clone()),
-            Box::new(token_refreshes.clone()),
-            Box::new(clock_skew.clone()),
+            Box::new(durations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reload_successful.clone()),
             Box::new(reload_success_time.clone()),
-            Box::new(poller_restarts.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -114,14 +96,10 @@ impl Telemetry {
             .expect("unique metric");
         Arc::new(Telemetry {
             registry,
-            requests,
-            errors,
             durations,
-            token_refreshes,
-            clock_skew,
             reload_successful,
             reload_success_time,
-            poller_restarts,
+            accounts: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -136,41 +114,95 @@ impl Telemetry {
         }
     }
 
+    /// The families kept in the `prometheus` registry (none of them per account).
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.registry.gather()
     }
+
+    /// Every account's series, in account-name order, for the renderer.
+    pub(super) fn accounts(&self) -> MutexGuard<'_, BTreeMap<String, Arc<AccountSeries>>> {
+        crate::sync::lock(&self.accounts)
+    }
 }
 
-/// The label sets an account has created, so they can be removed with the account.
+/// One account's own series: plain numbers, written as text at render.
+pub(super) struct AccountSeries {
+    pub(super) provider: &'static str,
+    counts: Mutex<Counts>,
+}
+
+impl AccountSeries {
+    pub(super) fn counts(&self) -> MutexGuard<'_, Counts> {
+        // Plain numbers: still consistent after a panic elsewhere.
+        crate::sync::lock(&self.counts)
+    }
+}
+
+/// The values of one account's series.
 #[derive(Default)]
-struct Seen {
-    codes: BTreeMap<String, BTreeSet<ErrorClass>>,
-    /// How many of `codes` are the provider's, i.e. count toward the cap.
+pub(super) struct Counts {
+    /// Failed requests by `(code, class)`, each pair once; a handful per account.
+    pub(super) errors: Vec<ErrorCount>,
+    /// How many distinct codes of `errors` are the provider's own (counted toward the cap).
     provider_codes: usize,
-    other: BTreeSet<ErrorClass>,
-    endpoints: BTreeSet<&'static str>,
+    /// Requests by endpoint, each endpoint once.
+    pub(super) requests: Vec<(&'static str, u64)>,
+    /// `None` until the account mints a token (or is of a provider that does).
+    pub(super) token_refreshes: Option<u64>,
+    /// `None` until a response carries a `Date` header.
+    pub(super) clock_skew: Option<f64>,
+    pub(super) poller_restarts: u64,
 }
 
-impl Seen {
-    /// Records `code` with `class`, counting a new provider code toward the cap.
-    fn insert(&mut self, code: &str, class: ErrorClass) {
-        match self.codes.get_mut(code) {
-            Some(classes) => {
-                classes.insert(class);
-            }
+pub(super) struct ErrorCount {
+    pub(super) code: Box<str>,
+    pub(super) class: ErrorClass,
+    pub(super) count: u64,
+    /// Counted under its own code (documented or seen), as opposed to only the overflow into
+    /// `other`: only those codes keep a series of their own past the cap.
+    named: bool,
+}
+
+impl Counts {
+    fn entry(&mut self, code: &str, class: ErrorClass) -> &mut ErrorCount {
+        let i = match self
+            .errors
+            .iter()
+            .position(|e| e.class == class && *e.code == *code)
+        {
+            Some(i) => i,
             None => {
-                if !codes::is_exporter_code(code) {
-                    self.provider_codes += 1;
-                }
-                self.codes.insert(code.to_owned(), BTreeSet::from([class]));
+                self.errors.push(ErrorCount {
+                    code: code.into(),
+                    class,
+                    count: 0,
+                    named: false,
+                });
+                self.errors.len() - 1
             }
+        };
+        &mut self.errors[i]
+    }
+
+    fn is_named(&self, code: &str) -> bool {
+        self.errors.iter().any(|e| e.named && *e.code == *code)
+    }
+
+    /// The series of `code` with `class` under its own code, counting a new provider code
+    /// toward the cap.
+    fn named(&mut self, code: &str, class: ErrorClass) -> &mut ErrorCount {
+        if !self.is_named(code) && !codes::is_exporter_code(code) {
+            self.provider_codes += 1;
         }
+        let entry = self.entry(code, class);
+        entry.named = true;
+        entry
     }
 
     /// Whether `code` gets a series of its own: one already seen, one of the exporter's, or a
     /// provider code while the account has fewer than [`MAX_CODES_PER_ACCOUNT`].
     fn has_room_for(&self, code: &str) -> bool {
-        self.codes.contains_key(code)
+        self.is_named(code)
             || codes::is_exporter_code(code)
             || self.provider_codes < MAX_CODES_PER_ACCOUNT
     }
@@ -181,7 +213,7 @@ pub struct AccountTelemetry {
     telemetry: Arc<Telemetry>,
     provider: &'static str,
     account: String,
-    seen: Mutex<Seen>,
+    series: Arc<AccountSeries>,
 }
 
 impl AccountTelemetry {
@@ -193,31 +225,27 @@ impl AccountTelemetry {
         documented: &[(&'static str, ErrorClass)],
         mints_tokens: bool,
     ) -> Self {
-        let this = AccountTelemetry {
+        let mut counts = Counts::default();
+        for (code, class) in documented {
+            counts.named(code, *class);
+        }
+        if mints_tokens {
+            counts.token_refreshes = Some(0);
+        }
+        // poller_restarts starts at 0 too, so that `increase()` sees the first restart.
+        let series = Arc::new(AccountSeries {
+            provider,
+            counts: Mutex::new(counts),
+        });
+        telemetry
+            .accounts()
+            .insert(account.to_owned(), series.clone());
+        AccountTelemetry {
             telemetry,
             provider,
             account: account.to_owned(),
-            seen: Mutex::new(Seen::default()),
-        };
-        {
-            let mut seen = this.seen();
-            for (code, class) in documented {
-                seen.insert(code, *class);
-                this.telemetry
-                    .errors
-                    .with_label_values(&[provider, account, code, class.as_str()]);
-            }
+            series,
         }
-        if mints_tokens {
-            this.telemetry
-                .token_refreshes
-                .with_label_values(&[provider, account]);
-        }
-        // From 0, so that `increase()` sees the first restart.
-        this.telemetry
-            .poller_restarts
-            .with_label_values(&[provider, account]);
-        this
     }
 
     pub fn provider(&self) -> &'static str {
@@ -228,17 +256,18 @@ impl AccountTelemetry {
         &self.account
     }
 
-    fn seen(&self) -> MutexGuard<'_, Seen> {
-        // The data is plain label bookkeeping: still consistent after a panic elsewhere.
-        crate::sync::lock(&self.seen)
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.series.counts()
     }
 
     pub fn observe_request(&self, endpoint: &'static str, duration: Duration) {
-        self.seen().endpoints.insert(endpoint);
-        self.telemetry
-            .requests
-            .with_label_values(&[self.provider, &self.account, endpoint])
-            .inc();
+        {
+            let mut counts = self.counts();
+            match counts.requests.iter_mut().find(|(e, _)| *e == endpoint) {
+                Some((_, n)) => *n += 1,
+                None => counts.requests.push((endpoint, 1)),
+            }
+        }
         self.telemetry
             .durations
             .with_label_values(&[self.provider, endpoint])
@@ -249,26 +278,19 @@ impl AccountTelemetry {
     /// [`MAX_CODES_PER_ACCOUNT`] distinct provider codes (the raw code is logged). The
     /// exporter's own codes always have their own series.
     pub fn count_error(&self, error: &ProviderError) {
-        let code = {
-            let mut seen = self.seen();
-            if seen.has_room_for(&error.code) {
-                seen.insert(&error.code, error.class);
-                error.code.as_str()
-            } else {
-                seen.other.insert(error.class);
-                tracing::info!(
-                    provider = self.provider,
-                    account = %self.account,
-                    code = %error.code,
-                    "error code exported as \"other\": the account already has {MAX_CODES_PER_ACCOUNT} distinct provider codes"
-                );
-                OTHER_CODE
-            }
-        };
-        self.telemetry
-            .errors
-            .with_label_values(&[self.provider, &self.account, code, error.class.as_str()])
-            .inc();
+        let mut counts = self.counts();
+        if counts.has_room_for(&error.code) {
+            counts.named(&error.code, error.class).count += 1;
+        } else {
+            counts.entry(OTHER_CODE, error.class).count += 1;
+            drop(counts);
+            tracing::info!(
+                provider = self.provider,
+                account = %self.account,
+                code = %error.code,
+                "error code exported as \"other\": the account already has {MAX_CODES_PER_ACCOUNT} distinct provider codes"
+            );
+        }
     }
 
     /// A fetched snapshot as the poll's outcome, once it passes the checks every provider's
@@ -289,46 +311,28 @@ impl AccountTelemetry {
     }
 
     pub fn count_token_refresh(&self) {
-        self.telemetry
-            .token_refreshes
-            .with_label_values(&[self.provider, &self.account])
-            .inc();
+        *self.counts().token_refreshes.get_or_insert(0) += 1;
     }
 
     /// Counts a restart of the account's poller after it stopped unexpectedly.
     pub fn count_poller_restart(&self) {
-        self.telemetry
-            .poller_restarts
-            .with_label_values(&[self.provider, &self.account])
-            .inc();
+        self.counts().poller_restarts += 1;
     }
 
     pub fn set_clock_skew(&self, seconds: f64) {
-        self.telemetry
-            .clock_skew
-            .with_label_values(&[self.provider, &self.account])
-            .set(seconds);
+        self.counts().clock_skew = Some(seconds);
     }
 
     /// Removes every series of this account (it left the config).
     pub fn remove(&self) {
-        let seen = self.seen();
-        let t = &self.telemetry;
-        let (p, a) = (self.provider, self.account.as_str());
-        for endpoint in &seen.endpoints {
-            let _ = t.requests.remove_label_values(&[p, a, endpoint]);
+        let mut accounts = self.telemetry.accounts();
+        // Only this handle's series: an account of the same name may have replaced it.
+        if accounts
+            .get(&self.account)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.series))
+        {
+            accounts.remove(&self.account);
         }
-        let codes = seen
-            .codes
-            .iter()
-            .flat_map(|(code, classes)| classes.iter().map(move |c| (code.as_str(), *c)))
-            .chain(seen.other.iter().map(|c| (OTHER_CODE, *c)));
-        for (code, class) in codes {
-            let _ = t.errors.remove_label_values(&[p, a, code, class.as_str()]);
-        }
-        let _ = t.clock_skew.remove_label_values(&[p, a]);
-        let _ = t.token_refreshes.remove_label_values(&[p, a]);
-        let _ = t.poller_restarts.remove_label_values(&[p, a]);
     }
 }
 
@@ -357,26 +361,26 @@ impl PollObserver for AccountTelemetry {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
+    /// Every account's error series as `(code, class, value)`.
     fn error_series(t: &Telemetry) -> Vec<(String, String, f64)> {
-        let families = t.gather();
-        let errors = families
-            .iter()
-            .find(|f| f.name() == "balance_api_errors_total")
-            .expect("errors family");
-        errors
-            .get_metric()
-            .iter()
-            .map(|m| {
-                let label = |name: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map(|l| l.value().to_owned())
-                        .unwrap_or_default()
-                };
-                (label("code"), label("class"), m.get_counter().value())
+        t.accounts()
+            .values()
+            .flat_map(|s| {
+                s.counts()
+                    .errors
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.code.to_string(),
+                            e.class.as_str().to_owned(),
+                            e.count as f64,
+                        )
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -487,11 +491,43 @@ mod tests {
         assert_eq!(error_series(&telemetry).len(), 1);
     }
 
-    fn error_series_or_empty(t: &Telemetry) -> Vec<String> {
-        t.gather()
-            .iter()
-            .filter(|f| f.name() == "balance_api_errors_total")
-            .flat_map(|f| f.get_metric().iter().map(|m| format!("{m:?}")))
-            .collect()
+    /// Per-account series are plain numbers in the account's own record: the `prometheus`
+    /// registry holds the same families and children for 1 account as for 500.
+    #[test]
+    fn accounts_create_no_registry_children() {
+        fn children(t: &Telemetry) -> (usize, usize) {
+            let families = t.gather();
+            let children = families.iter().map(|f| f.get_metric().len()).sum();
+            (families.len(), children)
+        }
+        let grow = |n: usize| {
+            let telemetry = Telemetry::new();
+            let accounts: Vec<AccountTelemetry> = (0..n)
+                .map(|i| {
+                    let documented = [("2001", ErrorClass::Auth), ("1000", ErrorClass::Server)];
+                    let a = AccountTelemetry::new(
+                        telemetry.clone(),
+                        "uqpay",
+                        &format!("a{i}"),
+                        &documented,
+                        true,
+                    );
+                    a.observe_request("balance", Duration::from_millis(5));
+                    a.count_error(&ProviderError::new("2001", ErrorClass::Auth, "x"));
+                    a.count_token_refresh();
+                    a.set_clock_skew(1.0);
+                    a
+                })
+                .collect();
+            assert_eq!(telemetry.accounts().len(), n);
+            (children(&telemetry), accounts)
+        };
+        let (one, _one) = grow(1);
+        let (many, _many) = grow(500);
+        assert_eq!(one, many);
+    }
+
+    fn error_series_or_empty(t: &Telemetry) -> Vec<(String, String, f64)> {
+        error_series(t)
     }
 }
