@@ -511,6 +511,7 @@ mod tests {
             last_success: None,
             last_poll_duration: None,
             last_error: None,
+            history: Default::default(),
         }
     }
 
@@ -569,6 +570,7 @@ mod tests {
                         class: ErrorClass::Server,
                         message: "m".to_owned(),
                         at: SystemTime::UNIX_EPOCH,
+                        recovered: None,
                     });
                 }
             }
@@ -577,6 +579,7 @@ mod tests {
         let state = State {
             accounts,
             stale_after,
+            reload_failure: None,
         };
         let telemetry = Telemetry::new();
         telemetry.config_loaded(false);
