@@ -420,18 +420,20 @@ impl StripeSim {
     }
 }
 
-/// Stripe's part of `--demo`: a platform account in USD and EUR whose available USD drains
-/// through its thresholds, with occasional API errors, and a connected account (read with
+/// Stripe's part of `--demo`: a platform account in USD and EUR whose available USD falls
+/// slowly (hours from its warning threshold: the demo's one account that drains through its
+/// thresholds is EngageLab's `sms-main`, which tests/e2e_alerts.rs relies on), with occasional
+/// API errors, and a connected account (read with
 /// `Stripe-Account`) in JPY and KWD, zero- and three-decimal, rate-limited now and then.
 pub async fn demo() -> std::io::Result<DemoPart> {
     let sim = StripeSim::new();
     let d = |units: i64, scale: u32| Decimal::new(units, scale);
-    // available USD 1250.00, warning 1000 after ~125 s, critical 200 after ~525 s.
+    // available USD 12,500.00 less 2.00 a request: warning (1,000) after ~5,750 requests.
     let mut platform = SimAccount::new(vec![
         SimFunds::new(
             AVAILABLE,
             "USD",
-            Ledger::draining(d(125_000, 2), d(2, 0), Some(Decimal::ZERO)),
+            Ledger::draining(d(1_250_000, 2), d(2, 0), Some(Decimal::ZERO)),
         ),
         SimFunds::new(PENDING, "USD", Ledger::fixed(d(48_250, 2))),
         SimFunds::new(AVAILABLE, "EUR", Ledger::fixed(d(987_654, 2))),
