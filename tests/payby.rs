@@ -500,8 +500,10 @@ async fn misleading_answers_fail_the_poll_under_their_code_and_class() {
     use balance_exporter::providers::payby::sim::AnswerFault;
 
     let (sim, server) = simulator(&[("100000000001", &[("AED", "500.00")])]).await;
+    // 3 s, not 1 s: a poll ends at poll_interval, and the retried gateway error's back-offs
+    // and signatures took longer than 1 s on a loaded CI machine ("timeout").
     let yaml = config(
-        "  poll_interval: 1s\n  request_timeout: 5s",
+        "  poll_interval: 3s\n  request_timeout: 5s",
         &[account("ae", &server.base_url(), "100000000001", "[AED]")],
     );
     let mut exporter = Exporter::start(&yaml).await;
