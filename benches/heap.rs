@@ -7,15 +7,13 @@
 //!
 //! `cargo bench --bench heap [-- 10 100 1000 10000]`, one line per account count.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use balance_exporter::config::{self, Format};
 use balance_exporter::metrics::Metrics;
-use balance_exporter::snapshot::Snapshot;
-use rust_decimal::Decimal;
 
 /// Counts the bytes allocated and not yet freed, and the most at once since the last reset.
 struct Counting;
@@ -59,40 +57,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const CURRENCIES: [&str; 3] = ["SGD", "USD", "HKD"];
-const KINDS: [&str; 6] = [
-    "available",
-    "payable",
-    "pending",
-    "reserved",
-    "margin",
-    "frozen",
-];
-
 fn live() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
 fn measure(accounts: usize) {
-    let mut yaml = String::from("accounts:\n");
-    for i in 0..accounts {
-        yaml.push_str(&format!(
-            "  - name: uqpay-{i:05}\n    provider: uqpay\n    base_url: http://127.0.0.1:1/api\n    client_id: client-{i}\n    api_key: key-{i}\n    thresholds:\n      - currency: USD\n        warning: 1000\n        critical: 100\n"
-        ));
-    }
-    let config = config::parse(&yaml, Format::Yaml, Path::new(".")).expect("valid config");
-    drop(yaml);
+    let config = common::uqpay_config(accounts);
     let before = live();
     let metrics = Metrics::new();
     let handles = metrics.configure(&config.accounts, config.global.stale_after);
     for (i, account) in config.accounts.iter().enumerate() {
-        let mut snapshot = Snapshot::default();
-        for (c, currency) in CURRENCIES.iter().enumerate() {
-            for (k, kind) in KINDS.iter().enumerate() {
-                let cents = (i * 1_000_003 + c * 7_919 + k * 104_729) as i64;
-                snapshot.add(currency, kind, Some(Decimal::new(cents, 2)));
-            }
-        }
+        let snapshot = common::uqpay_snapshot(i);
         handles[i].observe_request("balance", Duration::from_millis(80));
         handles[i].observe_request("token", Duration::from_millis(40));
         handles[i].count_token_refresh();
